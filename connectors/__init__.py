@@ -1,0 +1,36 @@
+"""Source connectors and their registry. Each connector implements ``connectors.base.Connector``."""
+
+from __future__ import annotations
+
+from connectors.base import Connector, DatasetError, Discovery, EpisodeRef, SourceError
+from connectors.lerobot import LeRobotConnector
+
+_REGISTRY: dict[str, Connector] = {c.name: c for c in (LeRobotConnector(),)}
+
+
+def formats() -> dict[str, str]:
+    """Supported format names and what each reads."""
+    return {name: c.description for name, c in _REGISTRY.items()}
+
+
+def get_connector(name: str) -> Connector:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown format {name!r}; supported: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def detect_format(uri: str, storage_options: dict | None = None) -> str:
+    """The first registered format whose ``detect`` accepts ``uri``."""
+    for name, connector in _REGISTRY.items():
+        try:
+            if connector.detect(uri, storage_options):
+                return name
+        except (OSError, ValueError):
+            continue
+    raise DatasetError(uri, f"no connector recognizes this source (known formats: {', '.join(sorted(_REGISTRY))}); "
+                       "pass --format to choose one")
+
+
+__all__ = ["Connector", "DatasetError", "Discovery", "EpisodeRef", "SourceError", "detect_format", "formats",
+           "get_connector"]

@@ -1,0 +1,123 @@
+"""Ingest job: source dataset -> validated episodes in the store -> one committed version.
+
+    python -m jobs.ingest SOURCE --store STORE [--format lerobot] [--dataset NAME] [--ref latest]
+
+Runs episode-parallel as a Ray Data pipeline on a local Ray, or unchanged under
+``ray job submit --working-dir . -- python -m jobs.ingest ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import ray
+import typer
+
+from connectors import DatasetError, EpisodeRef, detect_format, get_connector
+from jobs.raycluster import init_ray
+from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats
+from pipeline.report import JobReport
+from pipeline.store import EpisodeStore
+from pipeline.versions import VersionManifest, commit_version, write_stats
+from schemas import make_episode_id, row_to_meta
+
+
+def _ingest_row(row: dict, store_uri: str, storage_options: dict, config: IngestConfig) -> dict:
+    ref = EpisodeRef(**json.loads(row["ref"]))
+    connector = get_connector(ref.format)
+    store = EpisodeStore(store_uri, storage_options)
+    outcome = ingest_episode(store, ref.key, make_episode_id(ref.dataset, ref.key),
+                             lambda: connector.checksum(ref), lambda: connector.read(ref), config)
+    return {"outcome": outcome.to_json()}
+
+
+def run_ingest(source: str, store_uri: str, *, format: str | None = None, dataset: str | None = None,
+               options: dict | None = None, ref: str | None = "latest", storage_options: dict | None = None,
+               ray_address: str | None = None, config: IngestConfig | None = None) -> JobReport:
+    """Ingest every episode found at ``source`` and commit a version. Bad episodes are quarantined."""
+    started = time.perf_counter()
+    config = config or IngestConfig()
+    options = dict(options or {})
+    if dataset:
+        options["dataset"] = dataset
+    name = format or detect_format(source, options.get("storage_options"))
+    discovery = get_connector(name).discover(source, options)
+    report = JobReport(job="ingest", source=source, episodes_in=len(discovery.refs), warnings=list(discovery.warnings),
+                       missing=[{"source_key": k, "reason": r} for k, r in discovery.missing])
+    init_ray(ray_address)
+    items = [{"ref": json.dumps(asdict(r), default=str)} for r in discovery.refs]
+    outcomes = []
+    if items:
+        dataset_rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
+                                    "config": config})
+        outcomes = [IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()]
+    store = EpisodeStore(store_uri, storage_options)
+    _commit(store, report, outcomes, discovery, name, options, config, ref)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome], discovery, format_name: str,
+            options: dict, config: IngestConfig, ref: str | None) -> None:
+    kept = sorted((o for o in outcomes if o.row is not None), key=lambda o: o.episode_id)
+    metas = [row_to_meta(o.row) for o in kept]
+    report.quarantined = sorted((o.quarantine for o in outcomes if o.quarantine), key=lambda q: q["source_key"])
+    report.stored = sum(o.status == "stored" for o in outcomes)
+    report.reused = sum(o.status == "reused" for o in outcomes)
+    report.decoded = report.stored
+    report.steps = sum(m.num_steps for m in metas)
+    report.frames = sum(c.num_frames for m in metas for c in m.cameras)
+    objects = {m.steps_sha256: m.steps_bytes for m in metas}
+    objects.update({c.video_sha256: c.video_bytes for m in metas for c in m.cameras})
+    report.bytes = sum(objects.values())  # distinct objects: a v3.0 video file holds many episodes
+    if not metas:
+        report.warnings.append("no episode was stored: no version committed")
+        return
+    by_embodiment: dict[str, dict] = {}
+    for meta in metas:
+        entry = by_embodiment.setdefault(meta.embodiment, {"episodes": 0, "steps": 0})
+        entry["episodes"] += 1
+        entry["steps"] += meta.num_steps
+    manifest = VersionManifest(
+        catalog=[store.write_catalog(metas)],
+        stats=write_stats(store, merge_stats(kept)),
+        totals={"episodes": len(metas), "steps": report.steps, "frames": report.frames,
+                "by_embodiment": by_embodiment},
+        producer={"job": "ingest", "source": discovery.uri, "format": format_name, "dataset": discovery.dataset,
+                  "options": {k: v for k, v in options.items() if k != "storage_options"},
+                  "config": config.fingerprint()},
+    )
+    report.version_id = commit_version(store, manifest, ref)
+
+
+def main(
+    source: str = typer.Argument(..., help="Dataset path or fsspec URL"),
+    store: str = typer.Option(..., "--store", help="Episode store root (path or fsspec URL)"),
+    format: str = typer.Option(None, "--format", help="Source format (default: detected)"),
+    dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: folder name)"),
+    ref: str = typer.Option("latest", "--ref", help="Ref to point at the new version"),
+    embodiment: str = typer.Option(None, "--embodiment", help="Override the embodiment name"),
+    kind: str = typer.Option(None, "--kind", help="teleop | sim | synthetic"),
+    report_path: str = typer.Option(None, "--report", help="Also write the report as JSON here"),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS or local)"),
+) -> None:
+    """Ingest a source dataset into the episode store and commit a version."""
+    options = {k: v for k, v in {"embodiment": embodiment, "kind": kind}.items() if v}
+    try:
+        report = run_ingest(source, store, format=format, dataset=dataset, options=options, ref=ref,
+                            ray_address=ray_address)
+    except DatasetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report.render()
+    if report_path:
+        report.write(report_path)
+    typer.echo(f"ingest: {report.stored + report.reused} episodes stored, {len(report.quarantined)} quarantined, "
+               f"version {report.version_id or '(none)'}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

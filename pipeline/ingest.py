@@ -1,0 +1,91 @@
+"""Ingest one episode into the store: memo lookup, read, validate, write, per-episode stats.
+
+Independent of connectors and Ray: the job passes in how to read and checksum the source episode.
+Any failure becomes a quarantine record; it never propagates (one bad file must not kill a job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from pipeline.report import quarantine_record
+from pipeline.stats import StatsSet, episode_stats
+from pipeline.store import EpisodeStore
+from pipeline.video import EncodeConfig
+from schemas import SCHEMA_VERSION, Episode, EpisodeMeta, meta_to_row, table_to_steps
+
+# Bump when the bytes the store writes for the same source change (invalidates ingest memos).
+STORE_WRITER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+    def fingerprint(self) -> str:
+        text = json.dumps({"schema": SCHEMA_VERSION, "writer": STORE_WRITER_VERSION, "encode": asdict(self.encode)},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class IngestOutcome:
+    source_key: str
+    episode_id: str
+    status: str  # stored | reused | quarantined
+    row: dict | None = None  # catalog row (schemas.meta_to_row)
+    stats: dict | None = None  # StatsSet JSON of this episode
+    quarantine: dict | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> IngestOutcome:
+        return IngestOutcome(**json.loads(text))
+
+
+def ingest_episode(store: EpisodeStore, source_key: str, episode_id: str, checksum: Callable[[], str],
+                   read: Callable[[], Episode], config: IngestConfig) -> IngestOutcome:
+    started = time.perf_counter()
+    try:
+        source_checksum = checksum()
+        memo = store.ingest_key(episode_id, source_checksum, config.fingerprint())
+        cached = store.lookup_ingested(memo)
+        if cached is not None:
+            outcome = IngestOutcome(source_key, episode_id, "reused", meta_to_row(cached), _stored_stats(store, cached))
+        else:
+            episode = read()
+            if episode.meta.episode_id != episode_id:
+                raise ValueError(f"connector produced episode id {episode.meta.episode_id}, expected {episode_id}")
+            episode.meta.source_checksum = source_checksum
+            meta = store.write_episode(episode, config.encode)
+            store.remember_ingested(memo, meta)
+            steps = episode.steps.filled()
+            stats = episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid)
+            outcome = IngestOutcome(source_key, episode_id, "stored", meta_to_row(meta), stats.to_json())
+    except Exception as exc:
+        outcome = IngestOutcome(source_key, episode_id, "quarantined", quarantine=quarantine_record(
+            source_key, episode_id, exc))
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _stored_stats(store: EpisodeStore, meta: EpisodeMeta) -> dict:
+    """Stats of an already-stored episode from its steps Parquet (no video is touched)."""
+    steps = table_to_steps(store.read_steps_table(meta)).filled()
+    return episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid).to_json()
+
+
+def merge_stats(outcomes: list[IngestOutcome]) -> StatsSet:
+    """Stats of all stored episodes, merged in episode-id order (deterministic bytes)."""
+    total = StatsSet()
+    for outcome in sorted(outcomes, key=lambda o: o.episode_id):
+        if outcome.stats is not None:
+            total.merge(StatsSet.from_json(outcome.stats))
+    return total

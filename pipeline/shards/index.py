@@ -1,0 +1,85 @@
+"""The shard index: per sample, byte offsets of the sample and of each tar member.
+
+Written beside each tar (``shard-000000.index.json``) and summarized in the view manifest
+(``view.json``: per shard its sample and step counts), so a loader knows the exact epoch length
+without listing anything and reads any member with one ranged read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INDEX_FORMAT = "actionreel.shard-index/1"
+VIEW_FORMAT = "actionreel.view/1"
+
+
+@dataclass
+class SampleEntry:
+    key: str
+    offset: int  # of the first member's tar header
+    size: int  # through the end of the last member's padded data
+    episode_id: str
+    segment: int
+    step_start: int
+    num_steps: int
+    num_action_steps: int
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)  # member suffix -> (data offset, size)
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "offset": self.offset, "size": self.size, "episode_id": self.episode_id,
+                "segment": self.segment, "step_start": self.step_start, "num_steps": self.num_steps,
+                "num_action_steps": self.num_action_steps,
+                "members": {k: list(v) for k, v in self.members.items()}}
+
+    @staticmethod
+    def from_json(data: dict) -> SampleEntry:
+        return SampleEntry(str(data["key"]), int(data["offset"]), int(data["size"]), str(data["episode_id"]),
+                           int(data["segment"]), int(data["step_start"]), int(data["num_steps"]),
+                           int(data["num_action_steps"]),
+                           {str(k): (int(v[0]), int(v[1])) for k, v in data["members"].items()})
+
+
+@dataclass
+class ShardIndex:
+    shard: str
+    tar_path: str
+    tar_sha256: str
+    tar_bytes: int
+    samples: list[SampleEntry]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(s.num_steps for s in self.samples)
+
+    def to_json(self) -> dict:
+        return {"format": INDEX_FORMAT, "shard": self.shard, "tar_path": self.tar_path,
+                "tar_sha256": self.tar_sha256, "tar_bytes": self.tar_bytes,
+                "samples": [s.to_json() for s in self.samples]}
+
+    @staticmethod
+    def from_json(data: dict) -> ShardIndex:
+        if data.get("format") != INDEX_FORMAT:
+            raise ValueError(f"not a shard index (format {data.get('format')!r})")
+        return ShardIndex(str(data["shard"]), str(data["tar_path"]), str(data["tar_sha256"]),
+                          int(data["tar_bytes"]), [SampleEntry.from_json(s) for s in data["samples"]])
+
+
+@dataclass
+class ShardSummary:
+    """One shard as the view manifest lists it."""
+
+    name: str
+    tar_path: str
+    index_path: str
+    tar_sha256: str
+    tar_bytes: int
+    num_samples: int
+    num_steps: int
+    episodes: list[str]
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @staticmethod
+    def from_json(data: dict) -> ShardSummary:
+        return ShardSummary(**data)

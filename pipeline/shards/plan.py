@@ -1,0 +1,64 @@
+"""Deterministic assignment of episode segments to shards.
+
+Episodes are taken in id order and cut into segments of ``segment_steps``. Whole episodes go to a
+shard until the next would push it over the target size; an episode larger than the target is cut
+between segments. Sizes are estimates (pixels x bytes-per-pixel), so the plan, and with it every
+shard's content, is known before anything is decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.shards.view import ViewConfig
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    episode_id: str
+    segment: int
+    step_start: int
+    num_steps: int
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    index: int
+    segments: tuple[SegmentPlan, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+    @property
+    def num_steps(self) -> int:
+        return sum(s.num_steps for s in self.segments)
+
+
+def segments_of(episode_id: str, num_steps: int, segment_steps: int) -> list[SegmentPlan]:
+    return [SegmentPlan(episode_id, i, start, min(segment_steps, num_steps - start))
+            for i, start in enumerate(range(0, num_steps, segment_steps))]
+
+
+def plan_shards(episodes: list[tuple[str, int, int]], view: ViewConfig) -> list[ShardPlan]:
+    """``episodes``: (episode id, num steps, num cameras in the view). Returns the shard plans."""
+    ordered = sorted(episodes)
+    bytes_per_step = [max(1, cams) * view.height * view.width * view.estimated_bytes_per_pixel + 2048
+                      for _, _, cams in ordered]
+    total = sum(n * b for (_, n, _), b in zip(ordered, bytes_per_step, strict=True))
+    target = max(1.0, min(float(view.target_shard_bytes), total / view.min_shards))
+    shards: list[list[SegmentPlan]] = [[]]
+    size = 0.0
+    for (episode_id, num_steps, _), per_step in zip(ordered, bytes_per_step, strict=True):
+        episode_bytes = num_steps * per_step
+        if shards[-1] and size + episode_bytes > target:
+            shards.append([])
+            size = 0.0
+        for segment in segments_of(episode_id, num_steps, view.segment_steps):
+            segment_bytes = segment.num_steps * per_step
+            if shards[-1] and size + segment_bytes > target and size >= target / 2:
+                shards.append([])
+                size = 0.0
+            shards[-1].append(segment)
+            size += segment_bytes
+    return [ShardPlan(i, tuple(s)) for i, s in enumerate(shards) if s]

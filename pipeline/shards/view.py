@@ -1,0 +1,51 @@
+"""A view: how one version is materialized for training (cameras, size, codec, segments, shard size).
+
+Shards are a pure function of (version id, view config), so the view id hashes both and a view is
+cacheable and rebuildable. The decoder backend is not part of the id: it is an execution choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+FRAME_CODECS = ("jpg", "png", "npy")
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    cameras: tuple[str, ...] | None = None  # None: every camera of each episode
+    height: int = 224
+    width: int = 224
+    frame_codec: str = "jpg"
+    jpeg_quality: int = 95
+    segment_steps: int = 64
+    max_action_horizon: int = 64  # actions stored past a segment's end so any chunk of this length fits
+    target_shard_bytes: int = 1 << 30
+    min_shards: int = 1
+    estimated_bytes_per_pixel: float = 0.15  # for planning only: a 224x224 JPEG at q95 is about 7-10 KB
+    decoder: str = field(default="pyav", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.frame_codec not in FRAME_CODECS:
+            raise ValueError(f"frame_codec must be one of {FRAME_CODECS}, got {self.frame_codec!r}")
+        if min(self.height, self.width, self.segment_steps, self.max_action_horizon, self.min_shards) < 1:
+            raise ValueError("height, width, segment_steps, max_action_horizon and min_shards must be >= 1")
+
+    def identity(self) -> dict:
+        data = asdict(self)
+        data.pop("decoder")
+        data["cameras"] = list(self.cameras) if self.cameras is not None else None
+        return data
+
+    def view_id(self, version_id: str) -> str:
+        text = json.dumps({"version": version_id, "view": self.identity()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @staticmethod
+    def from_json(data: dict) -> ViewConfig:
+        data = dict(data)
+        if data.get("cameras") is not None:
+            data["cameras"] = tuple(data["cameras"])
+        return ViewConfig(**data)

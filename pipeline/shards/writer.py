@@ -1,0 +1,198 @@
+"""Write one shard: decode the frames its segments need, resize, encode, tar, index.
+
+A sample is one episode segment, keyed ``<episode_id>_s<segment:04d>`` (no dots: WebDataset
+splits keys at the first dot). Members:
+
+    <key>.meta.json                    episode and segment facts (see docs/architecture.md)
+    <key>.state.npy                    [num_steps, Ds], source dtype
+    <key>.action.npy                   [num_action_steps, Da]: the segment plus look-ahead
+    <key>.action_valid.npy             [num_action_steps] bool
+    <key>.state_valid.npy              [num_steps] bool
+    <key>.timestamp.npy                [num_steps] int64 ns from episode start
+    <key>.task_index.npy               [num_steps] int32 into meta.tasks (-1: none)
+    <key>.frame_index.npy              [num_steps, n_cameras] int32 source frame per step (-1: none)
+    <key>.<camera>.<i:04d>.<codec>     frame of step step_start+i (absent when no frame is aligned)
+
+Arrays are written with ``np.save(allow_pickle=False)``; tar headers are deterministic (mtime 0,
+uid 0) so equal inputs give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
+from pipeline.shards.plan import SegmentPlan, ShardPlan
+from pipeline.shards.view import ViewConfig
+from pipeline.store import EpisodeStore
+from pipeline.video import FrameDecoder, resize_frame
+from schemas import EpisodeMeta, StepArrays, rate_to_str
+
+BLOCK = tarfile.BLOCKSIZE
+
+
+def sample_key(episode_id: str, segment: int) -> str:
+    return f"{episode_id}_s{segment:04d}"
+
+
+def view_cameras(meta: EpisodeMeta, view: ViewConfig) -> list[str]:
+    """The view's cameras in view order (all of the episode's when the view names none)."""
+    return list(view.cameras) if view.cameras is not None else [c.name for c in meta.cameras]
+
+
+def encode_image(rgb: np.ndarray, view: ViewConfig) -> bytes:
+    if view.frame_codec == "npy":
+        return npy_bytes(rgb)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality] if view.frame_codec == "jpg" else []
+    ok, data = cv2.imencode(f".{view.frame_codec}", bgr, params)
+    if not ok:
+        raise ValueError(f"{view.frame_codec} encoding failed")
+    return data.tobytes()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+class _TarBuilder:
+    """Append members with deterministic headers and remember where each one's data starts."""
+
+    def __init__(self, handle) -> None:
+        self.tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def add(self, name: str, data: bytes) -> tuple[int, int]:
+        if len(name) > 99:
+            raise ValueError(f"tar member name too long for USTAR: {name}")
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self.tar.addfile(info, io.BytesIO(data))
+        padded = -(-len(data) // BLOCK) * BLOCK
+        return self.tar.offset - padded, len(data)
+
+    @property
+    def offset(self) -> int:
+        return self.tar.offset
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def write_shard(store: EpisodeStore, view: ViewConfig, view_dir: str, plan: ShardPlan,
+                metas: dict[str, EpisodeMeta], decoder: FrameDecoder) -> ShardSummary:
+    """Write ``<view_dir>/<shard>.tar`` and its index unless both exist already (then just summarize)."""
+    tar_path, index_path = f"{view_dir}/{plan.name}.tar", f"{view_dir}/{plan.name}.index.json"
+    if store.objects.exists(tar_path) and store.objects.exists(index_path):
+        return summarize(ShardIndex.from_json(json.loads(store.objects.read_bytes(index_path))), index_path)
+    digest = hashlib.sha256()
+    samples: list[SampleEntry] = []
+    with store.objects.open_atomic(tar_path) as handle:
+        builder = _TarBuilder(_HashingWriter(handle, digest))
+        for episode_id, segments in _by_episode(plan.segments):
+            meta = metas[episode_id]
+            steps = store.read_steps(meta).filled()
+            frames = _encoded_frames(store, meta, steps, segments, view, decoder)
+            for segment in segments:
+                samples.append(_write_sample(builder, meta, steps, segment, view, frames))
+        builder.close()
+        size = handle.tell()
+    index = ShardIndex(plan.name, tar_path, digest.hexdigest(), size, samples)
+    store.objects.write_atomic(index_path, json.dumps(index.to_json(), sort_keys=True).encode())
+    return summarize(index, index_path)
+
+
+def summarize(index: ShardIndex, index_path: str) -> ShardSummary:
+    episodes = list(dict.fromkeys(s.episode_id for s in index.samples))
+    return ShardSummary(index.shard, index.tar_path, index_path, index.tar_sha256, index.tar_bytes,
+                        len(index.samples), index.num_steps, episodes)
+
+
+class _HashingWriter:
+    """File wrapper hashing what tarfile writes (tarfile pads the end past its own offset)."""
+
+    def __init__(self, handle, digest) -> None:
+        self.handle, self.digest = handle, digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
+def _by_episode(segments: Iterable[SegmentPlan]) -> list[tuple[str, list[SegmentPlan]]]:
+    grouped: dict[str, list[SegmentPlan]] = {}
+    for segment in segments:
+        grouped.setdefault(segment.episode_id, []).append(segment)
+    return list(grouped.items())
+
+
+def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, segments: list[SegmentPlan],
+                    view: ViewConfig, decoder: FrameDecoder) -> dict[str, dict[int, bytes]]:
+    """Per camera, the encoded frames these segments use, keyed by frame index within the episode."""
+    first = segments[0].step_start
+    last = segments[-1].step_start + segments[-1].num_steps
+    encoded: dict[str, dict[int, bytes]] = {}
+    for name in view_cameras(meta, view):
+        if name not in steps.frame_index:
+            continue
+        cam = meta.camera(name)
+        used = np.unique(steps.frame_index[name][first:last])
+        used = used[used >= 0]
+        video = store.video_input(cam)
+        out: dict[int, bytes] = {}
+        for absolute, rgb in decoder.frames(video, (used + cam.frame_start).tolist()):
+            out[absolute - cam.frame_start] = encode_image(resize_frame(rgb, view.height, view.width), view)
+        encoded[name] = out
+    return encoded
+
+
+def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, segment: SegmentPlan,
+                  view: ViewConfig, frames: dict[str, dict[int, bytes]]) -> SampleEntry:
+    start, stop = segment.step_start, segment.step_start + segment.num_steps
+    action_stop = min(meta.num_steps, stop + view.max_action_horizon - 1)
+    cameras = view_cameras(meta, view)
+    present = [c for c in cameras if c in frames]
+    key = sample_key(meta.episode_id, segment.segment)
+    frame_index = np.stack([steps.frame_index[c][start:stop] if c in frames else np.full(stop - start, -1, np.int32)
+                            for c in cameras], axis=1) if cameras else np.zeros((stop - start, 0), np.int32)
+    info = {
+        "key": key, "episode_id": meta.episode_id, "dataset": meta.dataset, "embodiment": meta.embodiment,
+        "kind": meta.kind, "action_source": meta.action_source, "state_source": meta.state_source,
+        "split": meta.split, "segment": segment.segment, "step_start": start, "num_steps": stop - start,
+        "num_action_steps": action_stop - start, "episode_num_steps": meta.num_steps, "tasks": meta.tasks,
+        "cameras": cameras, "missing_cameras": [c for c in cameras if c not in present],
+        "control_fps": rate_to_str(meta.control_fps), "frame_codec": view.frame_codec,
+    }
+    members: dict[str, tuple[int, int]] = {}
+    sample_offset = builder.offset
+
+    def add(suffix: str, data: bytes) -> None:
+        members[suffix] = builder.add(f"{key}.{suffix}", data)
+
+    add("meta.json", json.dumps(info, sort_keys=True).encode())
+    add("state.npy", npy_bytes(steps.state[start:stop]))
+    add("state_valid.npy", npy_bytes(steps.state_valid[start:stop]))
+    add("action.npy", npy_bytes(steps.action[start:action_stop]))
+    add("action_valid.npy", npy_bytes(steps.action_valid[start:action_stop]))
+    add("timestamp.npy", npy_bytes(steps.timestamp_ns[start:stop]))
+    add("task_index.npy", npy_bytes(steps.task_index[start:stop]))
+    add("frame_index.npy", npy_bytes(frame_index))
+    for column, name in enumerate(cameras):
+        for i, frame in enumerate(frame_index[:, column]):
+            if frame >= 0:
+                add(f"{name}.{i:04d}.{view.frame_codec}", frames[name][int(frame)])
+    return SampleEntry(key, sample_offset, builder.offset - sample_offset, meta.episode_id, segment.segment,
+                       start, stop - start, action_stop - start, members)

@@ -20,6 +20,9 @@ from typing import BinaryIO
 import fsspec
 
 CHUNK = 8 * 1024 * 1024
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class ObjectStore:
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(handle.name, _FILE_MODE)
             if local_dir is not None:
                 os.replace(handle.name, target)
             else:

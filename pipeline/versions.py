@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.objects import ObjectRef
+from pipeline.refs import VersionError, resolve_version_id, set_ref
 from pipeline.stats import StatsSet
 from pipeline.store import EpisodeStore
 from schemas import CATALOG_SCHEMA, SCHEMA_VERSION
 
 MANIFEST_FORMAT = "actionreel.version/1"
-_REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
-
-
-class VersionError(Exception):
-    """A version or ref cannot be resolved or committed."""
+__all__ = ["MANIFEST_FORMAT", "VersionError", "VersionManifest", "commit_version", "load_catalog", "load_stats",
+           "resolve", "set_ref", "write_stats"]
 
 
 @dataclass
@@ -83,41 +78,15 @@ def commit_version(store: EpisodeStore, manifest: VersionManifest, ref: str | No
     if not store.objects.exists(path):
         store.objects.write_atomic(path, manifest.canonical_bytes())
     if ref:
-        set_ref(store, ref, version_id)
+        set_ref(store.objects, ref, version_id)
     return version_id
-
-
-def set_ref(store: EpisodeStore, name: str, version_id: str) -> None:
-    if not _REF_NAME.match(name) or ".." in name:
-        raise VersionError(f"bad ref name {name!r}")
-    if not store.objects.exists(f"versions/{version_id}.json"):
-        raise VersionError(f"no version {version_id}")
-    store.objects.write_atomic(f"refs/{name}", f"{version_id}\n".encode())
-    _append_log(store, name, version_id)
-
-
-def _append_log(store: EpisodeStore, name: str, version_id: str) -> None:
-    entry = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {version_id}\n".encode()
-    path = f"refs/.log/{name}"
-    previous = store.objects.read_bytes(path) if store.objects.exists(path) else b""
-    store.objects.write_atomic(path, previous + entry)
 
 
 def resolve(store: EpisodeStore, name_or_id: str) -> tuple[str, VersionManifest]:
     """A ref name, a full version id or a unique id prefix -> (version id, manifest)."""
-    version_id = name_or_id
-    if _REF_NAME.match(name_or_id) and store.objects.exists(f"refs/{name_or_id}"):
-        version_id = store.objects.read_bytes(f"refs/{name_or_id}").decode().strip()
-    elif not _VERSION_ID.match(name_or_id):
-        pattern = store.objects.abspath(f"versions/{name_or_id}*.json")
-        matches = [p.rsplit("/", 1)[-1][: -len(".json")] for p in store.fs.glob(pattern)]
-        if len(matches) != 1:
-            raise VersionError(f"{name_or_id!r} names no ref and {len(matches)} versions in {store.uri}")
-        version_id = matches[0]
-    path = f"versions/{version_id}.json"
-    if not store.objects.exists(path):
-        raise VersionError(f"no version {version_id} in {store.uri}")
-    return version_id, VersionManifest.from_json(json.loads(store.objects.read_bytes(path)))
+    version_id = resolve_version_id(store.objects, name_or_id)
+    data = json.loads(store.objects.read_bytes(f"versions/{version_id}.json"))
+    return version_id, VersionManifest.from_json(data)
 
 
 def load_catalog(store: EpisodeStore, manifest: VersionManifest) -> pa.Table:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pipeline.objects import ObjectRef
+from pipeline.objects import ObjectRef, ObjectStore
 from pipeline.shards.index import VIEW_FORMAT, ShardSummary
 from pipeline.shards.view import ViewConfig
-from pipeline.store import EpisodeStore
 
 
 @dataclass
@@ -25,6 +24,7 @@ class ViewManifest:
     stats: ObjectRef | None
     decoder: str
     deleted: list[str]
+    cameras: list[str]  # every camera any sample may carry, in view order
 
     @property
     def num_steps(self) -> int:
@@ -38,6 +38,7 @@ class ViewManifest:
         return {"format": VIEW_FORMAT, "view_id": self.view_id, "version_id": self.version_id,
                 "config": self.config.identity(), "decoder": self.decoder,
                 "stats": self.stats.to_json() if self.stats else None, "deleted": sorted(self.deleted),
+                "cameras": list(self.cameras),
                 "shards": [s.to_json() for s in self.shards],
                 "totals": {"shards": len(self.shards), "samples": self.num_samples, "steps": self.num_steps,
                            "bytes": sum(s.tar_bytes for s in self.shards)}}
@@ -49,21 +50,21 @@ class ViewManifest:
         return ViewManifest(str(data["view_id"]), str(data["version_id"]), ViewConfig.from_json(data["config"]),
                             [ShardSummary.from_json(s) for s in data["shards"]],
                             ObjectRef.from_json(data["stats"]) if data.get("stats") else None,
-                            str(data.get("decoder", "")), list(data.get("deleted", [])))
+                            str(data.get("decoder", "")), list(data.get("deleted", [])), list(data.get("cameras", [])))
 
 
 def view_dir(view_id: str) -> str:
     return f"views/{view_id}"
 
 
-def write_view_manifest(store: EpisodeStore, manifest: ViewManifest) -> str:
+def write_view_manifest(objects: ObjectStore, manifest: ViewManifest) -> str:
     path = f"{view_dir(manifest.view_id)}/view.json"
-    store.objects.write_atomic(path, json.dumps(manifest.to_json(), sort_keys=True, indent=1).encode())
+    objects.write_atomic(path, json.dumps(manifest.to_json(), sort_keys=True, indent=1).encode())
     return path
 
 
-def load_view(store: EpisodeStore, view_id: str) -> ViewManifest:
+def load_view(objects: ObjectStore, view_id: str) -> ViewManifest:
     path = f"{view_dir(view_id)}/view.json"
-    if not store.objects.exists(path):
-        raise FileNotFoundError(f"no view {view_id} in {store.uri} (run the shard job)")
-    return ViewManifest.from_json(json.loads(store.objects.read_bytes(path)))
+    if not objects.exists(path):
+        raise FileNotFoundError(f"no view {view_id} in {objects.root} (run the shard job)")
+    return ViewManifest.from_json(json.loads(objects.read_bytes(path)))

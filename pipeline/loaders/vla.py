@@ -220,7 +220,8 @@ class VLADataset(IterableDataset):
             out[i, ..., : row.shape[-1]] = row
         return out
 
-    def _normalize(self, embodiments: list[str], state: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _normalize(self, embodiments: list[str], state: np.ndarray,
+                   action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.normalizer.mode == "none":
             return state, action
         for embodiment in set(embodiments):

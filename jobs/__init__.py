@@ -1,0 +1,1 @@
+"""Ray job entry points (ingest, shard, demo) and the CLI. Thin: parse config, wire stages, report."""

@@ -1,0 +1,1 @@
+"""The machinery: store, versions, stats, video, shards, loaders, samples. Imports schemas only."""

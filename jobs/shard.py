@@ -123,6 +123,7 @@ def main(
     cameras: str = typer.Option(None, "--cameras", help="Comma-separated cameras (default: all)"),
     frame_codec: str = typer.Option("jpg", "--frame-codec", help="jpg | png | npy"),
     jpeg_quality: int = typer.Option(95, "--jpeg-quality"),
+    jpeg_subsampling: str = typer.Option("444", "--jpeg-subsampling", help="444 | 422 | 420"),
     segment_steps: int = typer.Option(64, "--segment-steps"),
     max_action_horizon: int = typer.Option(64, "--max-action-horizon"),
     shard_mb: float = typer.Option(1024.0, "--shard-mb", help="Target shard size in MB"),
@@ -135,7 +136,8 @@ def main(
     """Materialize a view of a version as WebDataset shards."""
     height, width = parse_size(size)
     view = ViewConfig(cameras=tuple(cameras.split(",")) if cameras else None, height=height, width=width,
-                      frame_codec=frame_codec, jpeg_quality=jpeg_quality, segment_steps=segment_steps,
+                      frame_codec=frame_codec, jpeg_quality=jpeg_quality, jpeg_subsampling=jpeg_subsampling,
+                      segment_steps=segment_steps,
                       max_action_horizon=max_action_horizon, target_shard_bytes=int(shard_mb * 1e6),
                       min_shards=min_shards, decoder=decoder)
     report, view_id = run_shard(store, view, version=version, concurrency=concurrency, ray_address=ray_address)

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
 from pipeline.shards.plan import SegmentPlan, ShardPlan
-from pipeline.shards.view import ViewConfig
+from pipeline.shards.view import JPEG_SUBSAMPLING, ViewConfig
 from pipeline.store import EpisodeStore
 from pipeline.video import FrameDecoder, resize_frame
 from schemas import EpisodeMeta, StepArrays, rate_to_str
@@ -51,7 +51,10 @@ def encode_image(rgb: np.ndarray, view: ViewConfig) -> bytes:
     if view.frame_codec == "npy":
         return npy_bytes(rgb)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality] if view.frame_codec == "jpg" else []
+    params = []
+    if view.frame_codec == "jpg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality,
+                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR, JPEG_SUBSAMPLING[view.jpeg_subsampling]]
     ok, data = cv2.imencode(f".{view.frame_codec}", bgr, params)
     if not ok:
         raise ValueError(f"{view.frame_codec} encoding failed")

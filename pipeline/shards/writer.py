@@ -111,7 +111,7 @@ def write_shard(store: EpisodeStore, view: ViewConfig, view_dir: str, plan: Shar
         builder.close()
         size = handle.tell()
     index = ShardIndex(plan.name, tar_path, digest.hexdigest(), size, samples)
-    store.objects.write_atomic(index_path, json.dumps(index.to_json(), sort_keys=True).encode())
+    store.objects.write_atomic(index_path, json.dumps(index.to_json()).encode())  # members in tar order
     return summarize(index, index_path)
 
 

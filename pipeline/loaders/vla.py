@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -34,8 +35,6 @@ from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.order import EpochOrder, OrderConfig, worker_batches
 from pipeline.loaders.source import ViewSource
 from pipeline.shards.index import SampleEntry
-
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 @dataclass(frozen=True)
@@ -70,17 +69,28 @@ def load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def decode_image(data: bytes, codec: str) -> np.ndarray:
-    if codec == "npy":
-        return load_npy(data)
-    if _IMREAD_RGB is not None:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_RGB)
-    else:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        image = image[..., ::-1] if image is not None else None
-    if image is None:
+def decode_image_into(data: bytes, codec: str, out: np.ndarray) -> None:
+    """Decode a frame straight into ``out`` (HxWx3 uint8, a slice of the batch buffer): no extra copy."""
+    if codec == "jpg":
+        try:
+            simplejpeg.decode_jpeg(data, "rgb", buffer=out)
+            return
+        except ValueError as exc:
+            raise ValueError(f"corrupt jpg frame: {exc}") from exc
+    image = load_npy(data) if codec == "npy" else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.shape != out.shape:
         raise ValueError(f"corrupt {codec} frame")
-    return image
+    out[...] = image if codec == "npy" else image[..., ::-1]
+
+
+def shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialized uint8 tensor in shared memory when in a DataLoader worker: handing it to the main
+    process then moves no bytes (torch would otherwise copy it into shared memory)."""
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if get_worker_info() is None or new_shared is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -139,7 +149,7 @@ class VLADataset(IterableDataset):
     def assemble(self, shards: np.ndarray, steps: np.ndarray) -> dict:
         """Build the batch of these (shard, shard-local step) pairs."""
         size, horizon, k = len(steps), self.config.action_horizon, len(self.cameras)
-        images = torch.zeros((size, k, self.height, self.width, 3), dtype=torch.uint8)
+        images = shared_uint8((size, k, self.height, self.width, 3))
         pixels = images.numpy()
         image_mask = np.zeros((size, k), bool)
         rows, states, actions, pads, valids = [], [], [], [], []
@@ -161,8 +171,10 @@ class VLADataset(IterableDataset):
             valids.append(valid)
             for c, camera in enumerate(self.cameras):
                 data = self.source.member(shard, sample, f"{camera}.{offset:04d}.{self.codec}")
-                if data is not None:
-                    pixels[b, c] = decode_image(data, self.codec)
+                if data is None:
+                    pixels[b, c] = 0
+                else:
+                    decode_image_into(data, self.codec, pixels[b, c])
                     image_mask[b, c] = True
             task = int(arrays.task_index[offset])
             rows.append((info, sample.step_start + offset, int(arrays.timestamp[offset]),

@@ -1,0 +1,160 @@
+"""VLA loader throughput vs a decode-per-sample baseline, same run, same machine; and memory at 1x vs 10x.
+
+    python -m bench.vla_loader [--batches 150] [--baseline-batches 8]
+
+ActionReel: DataLoader(VLADataset) with 2 workers, batch 32, H = 50, 2 cameras, from shards.
+Baseline: what LeRobot-style loaders do: a map-style dataset that, per sample and camera, opens the
+source mp4 with PyAV, seeks to the frame's timestamp and decodes forward to it, then resizes;
+state/action come from memory. Same DataLoader settings (2 workers, batch 32, shuffled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from bench.common import max_rss_mb, prepared_store, prepared_view, write_result
+from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader
+from pipeline.samples import CAMERAS
+from pipeline.shards import ViewConfig
+from pipeline.video import resize_frame
+
+HORIZON = 50
+BATCH = 32
+
+
+class DecodePerSampleDataset(torch.utils.data.Dataset):
+    """Baseline: seek + decode the source mp4 for every sample (LeRobot-style)."""
+
+    def __init__(self, source: Path, height: int, width: int) -> None:
+        self.height, self.width = height, width
+        info = json.loads((source / "meta/info.json").read_text())
+        self.fps = Fraction(info["fps"])
+        episodes = pq.read_table(source / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+        self.items, self.episodes = [], {}
+        for row in episodes:
+            data = pq.read_table(source / f"data/chunk-000/file-{row['data/file_index']:03d}.parquet")
+            mask = np.asarray(data.column("episode_index").to_numpy() == row["episode_index"])
+            state = np.stack(data.column("observation.state").to_numpy(zero_copy_only=False)[mask])
+            action = np.stack(data.column("action").to_numpy(zero_copy_only=False)[mask])
+            videos = {key: (source / f"videos/{key}/chunk-000/file-{row[f'videos/{key}/file_index']:03d}.mp4",
+                            row[f"videos/{key}/from_timestamp"]) for key in CAMERAS}
+            self.episodes[row["episode_index"]] = (state, action, videos)
+            self.items += [(row["episode_index"], t) for t in range(row["length"])]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _frame(self, path: Path, seconds: float) -> np.ndarray:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            target = round(seconds / stream.time_base)
+            container.seek(target, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts >= target - 1:
+                    return resize_frame(frame.to_ndarray(format="rgb24"), self.height, self.width)
+        raise RuntimeError(f"{path}: no frame at {seconds}")
+
+    def __getitem__(self, i: int) -> dict:
+        episode, t = self.items[i]
+        state, action, videos = self.episodes[episode]
+        images = np.stack([self._frame(path, start + t / float(self.fps)) for path, start in videos.values()])
+        chunk = action[t: t + HORIZON]
+        pad = HORIZON - len(chunk)
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+        return {"images": torch.from_numpy(images).permute(0, 3, 1, 2), "state": torch.from_numpy(state[t]),
+                "actions": torch.from_numpy(chunk), "action_is_pad": torch.arange(HORIZON) >= HORIZON - pad}
+
+
+def actionreel_rate(store: Path, view_id: str, batches: int, warmup: int = 3) -> float:
+    source = ViewSource(str(store), view_id)
+    seen, epoch, started = 0, 0, None
+    while True:
+        dataset = VLADataset(source, VLAConfig(batch_size=BATCH, action_horizon=HORIZON), epoch=epoch)
+        for number, batch in enumerate(make_loader(dataset, num_workers=2)):
+            if started is None and number + 1 == warmup:
+                started = time.perf_counter()
+                continue
+            if started is not None:
+                seen += batch["state"].shape[0]
+                if seen >= batches * BATCH:
+                    return seen / (time.perf_counter() - started)
+        epoch += 1
+
+
+def baseline_rate(source: Path, height: int, width: int, batches: int) -> float:
+    dataset = DecodePerSampleDataset(source, height, width)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2,
+                                         generator=torch.Generator().manual_seed(0))
+    iterator = iter(loader)
+    next(iterator)  # warm-up: workers started
+    started, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        seen += next(iterator)["state"].shape[0]
+    return seen / (time.perf_counter() - started)
+
+
+def scaled_view(store: Path, view_id: str, factor: int) -> str:
+    """A view manifest listing the same shards ``factor`` times: a dataset factor x larger for the loader."""
+    manifest = json.loads((store / f"views/{view_id}/view.json").read_text())
+    manifest["shards"] = [dict(s, name=f"{s['name']}-{k}") for k in range(factor) for s in manifest["shards"]]
+    scaled_id = f"x{factor}-{view_id[:16]}"
+    manifest["view_id"] = scaled_id
+    (store / f"views/{scaled_id}").mkdir(parents=True, exist_ok=True)
+    (store / f"views/{scaled_id}/view.json").write_text(json.dumps(manifest))
+    return scaled_id
+
+
+def memory_probe(store: str, view_id: str, batches: int) -> None:
+    """Run in a fresh process: iterate ``batches`` batches, print peak RSS of the main process and workers."""
+    source = ViewSource(store, view_id)
+    dataset = VLADataset(source, VLAConfig(batch_size=BATCH, action_horizon=HORIZON))
+    for number, _ in enumerate(make_loader(dataset, num_workers=2)):
+        if number + 1 >= batches:
+            break
+    print(json.dumps(max_rss_mb()))
+
+
+def memory_mb(store: Path, view_id: str, batches: int) -> dict:
+    code = f"from bench.vla_loader import memory_probe; memory_probe({str(store)!r}, {view_id!r}, {batches})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, default=150)
+    parser.add_argument("--baseline-batches", type=int, default=6)
+    args = parser.parse_args()
+    source, store = prepared_store()
+    torch.set_num_threads(1)
+    results = {}
+    for height, width in ((480, 640), (224, 224)):
+        view = ViewConfig(height=height, width=width, max_action_horizon=HORIZON, target_shard_bytes=64_000_000)
+        view_id = prepared_view(store, view)
+        big = scaled_view(store, view_id, 10)
+        ours = actionreel_rate(store, big, args.batches)
+        base = baseline_rate(source, height, width, args.baseline_batches)
+        mem_1x, mem_10x = memory_mb(store, view_id, 40), memory_mb(store, big, 40)
+        results[f"{height}x{width}"] = {"actionreel_samples_per_s": round(ours, 1),
+                                        "baseline_samples_per_s": round(base, 1), "ratio": round(ours / base, 1),
+                                        "memory_mb_1x": mem_1x, "memory_mb_10x": mem_10x}
+        print(f"{height}x{width}: ActionReel {ours:,.0f} samples/s | decode-per-sample baseline {base:,.0f} "
+              f"samples/s | ratio {ours / base:.1f}x | peak RSS 1x {mem_1x} MB, 10x {mem_10x} MB", flush=True)
+    path = write_result("vla_loader", results)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

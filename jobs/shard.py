@@ -20,6 +20,7 @@ from jobs.raycluster import init_ray
 from pipeline.report import JobReport
 from pipeline.shards import (
     SegmentPlan,
+    ShardIndex,
     ShardPlan,
     ShardSummary,
     ViewConfig,
@@ -29,6 +30,7 @@ from pipeline.shards import (
     write_view_manifest,
 )
 from pipeline.shards.manifest import view_dir
+from pipeline.shards.table import build_sample_table, sample_table_bytes
 from pipeline.shards.writer import view_cameras
 from pipeline.store import EpisodeStore
 from pipeline.versions import load_catalog, resolve
@@ -87,8 +89,9 @@ def run_shard(store_uri: str, view: ViewConfig, *, version: str = "latest", stor
         written += bool(row["written"])
     summaries.sort(key=lambda s: s.name)
     cameras = list(view.cameras) if view.cameras is not None else sorted({c.name for m in metas for c in m.cameras})
+    samples_path = _write_sample_table(store, view_id, summaries, {m.episode_id: m for m in metas})
     write_view_manifest(store.objects, ViewManifest(view_id, version_id, view, summaries, manifest.stats, view.decoder,
-                                                    list(manifest.deleted), cameras))
+                                                    list(manifest.deleted), cameras, samples_path))
     report.stored = sum(len(s.episodes) for s in summaries)
     report.steps = sum(s.num_steps for s in summaries)
     report.frames = sum(_frames_per_step(m, view) for m in metas)
@@ -97,6 +100,13 @@ def run_shard(store_uri: str, view: ViewConfig, *, version: str = "latest", stor
                     "shards reused": len(summaries) - written, "samples": sum(s.num_samples for s in summaries)}
     report.seconds = time.perf_counter() - started
     return report, view_id
+
+
+def _write_sample_table(store: EpisodeStore, view_id: str, summaries: list[ShardSummary], metas: dict) -> str:
+    indexes = [ShardIndex.from_json(json.loads(store.objects.read_bytes(s.index_path))) for s in summaries]
+    path = f"{view_dir(view_id)}/samples.parquet"
+    store.objects.write_atomic(path, sample_table_bytes(build_sample_table(indexes, metas)))
+    return path
 
 
 def _frames_per_step(meta, view: ViewConfig) -> int:

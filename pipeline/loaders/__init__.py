@@ -1,8 +1,15 @@
 """Training-side readers. They read shards and manifests only: never the store writer or connectors."""
 
+from pipeline.loaders.base import UnitDataset, make_loader
+from pipeline.loaders.cache import ShardCache
+from pipeline.loaders.mixture import MixtureDataset
 from pipeline.loaders.normalize import Normalizer
-from pipeline.loaders.order import EpochOrder, OrderConfig
-from pipeline.loaders.source import ViewSource
-from pipeline.loaders.vla import VLAConfig, VLADataset, make_loader
+from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig
+from pipeline.loaders.resume import ResumableLoader, ResumeError
+from pipeline.loaders.source import SampleFilter, ViewSource
+from pipeline.loaders.vla import VLAConfig, VLADataset
+from pipeline.loaders.wam import WAMConfig, WAMDataset
 
-__all__ = ["EpochOrder", "Normalizer", "OrderConfig", "VLAConfig", "VLADataset", "ViewSource", "make_loader"]
+__all__ = ["BatchPlan", "EpochOrder", "MixtureDataset", "Normalizer", "OrderConfig", "ResumableLoader", "ResumeError",
+           "SampleFilter", "ShardCache", "UnitDataset", "VLAConfig", "VLADataset", "ViewSource", "WAMConfig",
+           "WAMDataset", "make_loader"]

@@ -1,21 +1,30 @@
-"""What loaders read: a view manifest, its stats, shard indexes and byte ranges of shard members.
+"""What loaders read: a view manifest, its stats, its sample table, and byte ranges of shard members.
 
-Nothing is listed: the view manifest names every shard with its counts. Shard indexes load lazily
-(only when a shard is first touched) and are kept in a small LRU. File handles are opened per
-process on first use, so a source built before DataLoader workers fork never shares a handle.
+Nothing is listed: the view manifest names every shard and the sample table (one Parquet read) holds
+every sample's episode, steps and labels. Per-member byte offsets come from the per-shard indexes,
+loaded only when a shard is first touched and kept in a small LRU.
+
+Reads: local shards are read with ``pread``; remote shards (s3://, gs://...) either go through a
+local ``ShardCache`` (byte cap, LRU eviction) or, without one, are read a whole sample at a time
+(read-ahead, kept in a bounded LRU) with retries on transient errors. File handles and network
+clients are opened per process on first use, so a source built before DataLoader workers fork never
+shares them.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 
+from pipeline.loaders.cache import ShardCache, with_retries
 from pipeline.objects import ObjectStore, is_local
 from pipeline.refs import resolve_version_id
 from pipeline.shards.index import SampleEntry, ShardIndex
@@ -23,126 +32,199 @@ from pipeline.shards.manifest import ViewManifest, load_view
 from pipeline.shards.view import ViewConfig
 from pipeline.stats import StatsSet
 
+_TEXT_COLUMNS = ("key", "episode_id", "dataset", "embodiment", "kind", "action_source", "split")
+_INT_COLUMNS = ("shard", "row", "segment", "step_start", "num_steps", "num_action_steps", "episode_num_steps",
+                "fps_num", "fps_den")
+
 
 @dataclass
-class ShardSteps:
-    """A shard's samples and, for each local step number, which sample and offset it is."""
+class SampleTable:
+    """Column arrays of the view's samples, in shard order then tar order."""
 
-    index: ShardIndex
-    sample_of_step: np.ndarray  # [num_steps] int32
-    offset_of_step: np.ndarray  # [num_steps] int32
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["shard"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
 
     @staticmethod
-    def of(index: ShardIndex) -> ShardSteps:
-        counts = np.array([s.num_steps for s in index.samples], dtype=np.int64)
-        sample_of_step = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        offset_of_step = (np.arange(counts.sum()) - np.repeat(starts, counts)).astype(np.int32)
-        return ShardSteps(index, sample_of_step, offset_of_step)
+    def read(data: bytes) -> SampleTable:
+        table = pq.read_table(io.BytesIO(data))
+        columns = {name: table.column(name).to_numpy().astype(np.int64) for name in _INT_COLUMNS}
+        columns.update({name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in _TEXT_COLUMNS})
+        return SampleTable(columns)
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    """Which samples a loader may yield. Empty sets mean "no constraint"."""
+
+    kinds: frozenset[str] = frozenset()
+    exclude_action_sources: frozenset[str] = frozenset()
+    splits: frozenset[str] = frozenset()
+    exclude_episodes: frozenset[str] = field(default_factory=frozenset)
+
+    def mask(self, table: SampleTable) -> np.ndarray:
+        keep = np.ones(len(table), bool)
+        if self.kinds:
+            keep &= np.isin(table["kind"], list(self.kinds))
+        if self.exclude_action_sources:
+            keep &= ~np.isin(table["action_source"], list(self.exclude_action_sources))
+        if self.splits:
+            keep &= np.isin(table["split"], list(self.splits))
+        if self.exclude_episodes:
+            keep &= ~np.isin(table["episode_id"], list(self.exclude_episodes))
+        return keep
 
 
 class ViewSource:
     """Random access to the members of a materialized view, local or remote."""
 
     def __init__(self, store_uri: str, view_id: str, storage_options: dict | None = None,
-                 index_cache_size: int = 64) -> None:
+                 cache: ShardCache | None = None, index_cache_size: int = 64,
+                 readahead_bytes: int = 64 * 1024 * 1024) -> None:
         self.store_uri = store_uri
         self.storage_options = dict(storage_options or {})
         self.view_id = view_id
-        self._objects = self._open_objects()
-        self.manifest: ViewManifest = load_view(self._objects, view_id)
-        self.stats = self._load_stats()
+        self.cache = cache
         self._index_cache_size = index_cache_size
-        self._indexes: OrderedDict[int, ShardSteps] = OrderedDict()
-        self._handles: dict[int, object] = {}
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._readahead_bytes = readahead_bytes
+        self._reset_process_state()
+        self.manifest: ViewManifest = with_retries(lambda: load_view(self._objects, view_id))
+        self.stats = self._load_stats()
+        if not self.manifest.samples_path:
+            raise ValueError(f"view {view_id} has no sample table: re-run the shard job")
+        self.table = SampleTable.read(with_retries(lambda: self._objects.read_bytes(self.manifest.samples_path)))
 
     @staticmethod
     def open(store_uri: str, version: str = "latest", view: ViewConfig | None = None, view_id: str | None = None,
-             storage_options: dict | None = None) -> ViewSource:
+             storage_options: dict | None = None, cache: ShardCache | None = None) -> ViewSource:
         """By view id, or by version (ref or id) plus the view config it was sharded with."""
         if view_id is None:
             fs, root = fsspec.core.url_to_fs(store_uri, **(storage_options or {}))
             version_id = resolve_version_id(ObjectStore(fs, root), version)
             view_id = (view or ViewConfig()).view_id(version_id)
-        return ViewSource(store_uri, view_id, storage_options)
+        return ViewSource(store_uri, view_id, storage_options, cache)
 
-    def _open_objects(self) -> ObjectStore:
-        fs, root = fsspec.core.url_to_fs(self.store_uri, **self.storage_options)
-        return ObjectStore(fs, root)
+    @property
+    def deleted(self) -> frozenset[str]:
+        return frozenset(self.manifest.deleted)
 
     def _load_stats(self) -> StatsSet:
         if self.manifest.stats is None:
             return StatsSet()
-        return StatsSet.from_json(json.loads(self._objects.read_bytes(self.manifest.stats.path)))
+        return StatsSet.from_json(json.loads(with_retries(lambda: self._objects.read_bytes(self.manifest.stats.path))))
 
     # ------------------------------------------------------------ process safety
 
+    def _reset_process_state(self) -> None:
+        fs, root = fsspec.core.url_to_fs(self.store_uri, **self.storage_options)
+        self._objects = ObjectStore(fs, root)
+        self._local = is_local(fs)
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._handles: dict[int, int] = {}
+        self._indexes: OrderedDict[int, ShardIndex] = OrderedDict()
+        self._blobs: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._blob_bytes = 0
+
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handles"] = {}
-        state["_lock"] = None
-        state["_objects"] = None
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_") or k in (
+            "_index_cache_size", "_readahead_bytes")}
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._objects = self._open_objects()
+        self._reset_process_state()
 
-    def _after_fork(self) -> None:
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._handles = {}
-            self._lock = threading.Lock()
-            self._objects = self._open_objects()
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # forked: never reuse the parent's handles or clients
+            fs = self._objects.fs
+            if hasattr(fs, "clear_instance_cache"):
+                fs.clear_instance_cache()
+            self._reset_process_state()
 
-    # ------------------------------------------------------------ reads
+    # ------------------------------------------------------------ shard indexes
 
-    @property
-    def shard_steps(self) -> list[int]:
-        return [s.num_steps for s in self.manifest.shards]
-
-    def shard(self, shard: int) -> ShardSteps:
-        self._after_fork()
+    def shard_index(self, shard: int) -> ShardIndex:
+        self._check_process()
         with self._lock:
             if shard in self._indexes:
                 self._indexes.move_to_end(shard)
                 return self._indexes[shard]
         path = self.manifest.shards[shard].index_path
-        steps = ShardSteps.of(ShardIndex.from_json(json.loads(self._objects.read_bytes(path))))
+        index = ShardIndex.from_json(json.loads(with_retries(lambda: self._objects.read_bytes(path))))
         with self._lock:
-            self._indexes[shard] = steps
+            self._indexes[shard] = index
             while len(self._indexes) > self._index_cache_size:
                 self._indexes.popitem(last=False)
-        return steps
+        return index
 
-    def sample(self, shard: int, local_step: int) -> tuple[SampleEntry, int]:
-        """The sample holding a shard-local step, and the step's offset inside that sample."""
-        steps = self.shard(shard)
-        return steps.index.samples[int(steps.sample_of_step[local_step])], int(steps.offset_of_step[local_step])
+    def entry(self, sample: int) -> SampleEntry:
+        """The shard-index entry of a row of the sample table."""
+        return self.shard_index(int(self.table["shard"][sample])).samples[int(self.table["row"][sample])]
 
-    def read(self, shard: int, offset: int, size: int) -> bytes:
-        self._after_fork()
-        path = self._objects.abspath(self.manifest.shards[shard].tar_path)
-        if is_local(self._objects.fs):
-            handle = self._handles.get(shard)
-            if handle is None:
-                handle = self._handles[shard] = os.open(path, os.O_RDONLY)
-            data = os.pread(handle, size, offset)
+    # ------------------------------------------------------------ member reads
+
+    def member(self, sample: int, suffix: str) -> bytes | None:
+        """The bytes of one member of a sample (``state.npy``, ``top.0003.jpg``...), or None if absent."""
+        entry = self.entry(sample)
+        location = entry.members.get(suffix)
+        if location is None:
+            return None
+        shard = int(self.table["shard"][sample])
+        offset, size = location
+        if self._local or self.cache is not None:
+            handle = self._handle(shard)
+            if handle is not None:
+                return self._pread(handle, offset, size, shard)
+        blob = self._sample_blob(shard, entry)
+        start = offset - entry.offset
+        return blob[start: start + size]
+
+    def _handle(self, shard: int) -> int | None:
+        handle = self._handles.get(shard)
+        if handle is not None:
+            return handle
+        tar = self._objects.abspath(self.manifest.shards[shard].tar_path)
+        if self._local:
+            path = tar
         else:
-            data = self._objects.fs.cat_file(path, start=offset, end=offset + size)
+            local = self.cache.fetch(self._objects.fs, tar, self.manifest.shards[shard].tar_bytes, with_retries)
+            if local is None:
+                return None
+            path = str(local)
+        handle = self._handles[shard] = os.open(path, os.O_RDONLY)
+        return handle
+
+    def _pread(self, handle: int, offset: int, size: int, shard: int) -> bytes:
+        data = os.pread(handle, size, offset)
         if len(data) != size:
-            raise OSError(f"{path}: short read at {offset} ({len(data)} of {size} bytes)")
+            raise OSError(f"shard {self.manifest.shards[shard].tar_path}: short read at {offset}")
         return data
 
-    def member(self, shard: int, sample: SampleEntry, suffix: str) -> bytes | None:
-        location = sample.members.get(suffix)
-        return None if location is None else self.read(shard, *location)
+    def _sample_blob(self, shard: int, entry: SampleEntry) -> bytes:
+        """Read-ahead for uncached remote shards: one ranged GET per sample, kept in a bounded LRU."""
+        key = (shard, entry.offset)
+        with self._lock:
+            if key in self._blobs:
+                self._blobs.move_to_end(key)
+                return self._blobs[key]
+        path = self._objects.abspath(self.manifest.shards[shard].tar_path)
+        blob = with_retries(lambda: self._objects.fs.cat_file(path, start=entry.offset, end=entry.offset + entry.size))
+        if len(blob) != entry.size:
+            raise OSError(f"{path}: short read of sample {entry.key}")
+        with self._lock:
+            self._blobs[key] = blob
+            self._blob_bytes += len(blob)
+            while self._blob_bytes > self._readahead_bytes and len(self._blobs) > 1:
+                _, dropped = self._blobs.popitem(last=False)
+                self._blob_bytes -= len(dropped)
+        return blob
 
     def close(self) -> None:
         for handle in self._handles.values():
-            if isinstance(handle, int):
-                os.close(handle)
+            os.close(handle)
         self._handles = {}

@@ -25,6 +25,7 @@ class ViewManifest:
     decoder: str
     deleted: list[str]
     cameras: list[str]  # every camera any sample may carry, in view order
+    samples_path: str = ""  # the sample table (pipeline.shards.table), relative to the store root
 
     @property
     def num_steps(self) -> int:
@@ -38,7 +39,7 @@ class ViewManifest:
         return {"format": VIEW_FORMAT, "view_id": self.view_id, "version_id": self.version_id,
                 "config": self.config.identity(), "decoder": self.decoder,
                 "stats": self.stats.to_json() if self.stats else None, "deleted": sorted(self.deleted),
-                "cameras": list(self.cameras),
+                "cameras": list(self.cameras), "samples_path": self.samples_path,
                 "shards": [s.to_json() for s in self.shards],
                 "totals": {"shards": len(self.shards), "samples": self.num_samples, "steps": self.num_steps,
                            "bytes": sum(s.tar_bytes for s in self.shards)}}
@@ -50,7 +51,8 @@ class ViewManifest:
         return ViewManifest(str(data["view_id"]), str(data["version_id"]), ViewConfig.from_json(data["config"]),
                             [ShardSummary.from_json(s) for s in data["shards"]],
                             ObjectRef.from_json(data["stats"]) if data.get("stats") else None,
-                            str(data.get("decoder", "")), list(data.get("deleted", [])), list(data.get("cameras", [])))
+                            str(data.get("decoder", "")), list(data.get("deleted", [])),
+                            list(data.get("cameras", [])), str(data.get("samples_path", "")))
 
 
 def view_dir(view_id: str) -> str:

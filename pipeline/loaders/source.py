@@ -33,8 +33,9 @@ class ShardSteps:
     offset_of_step: np.ndarray  # [num_steps] int32
 
     @staticmethod
-    def of(index: ShardIndex) -> ShardSteps:
-        counts = np.array([s.num_steps for s in index.samples], dtype=np.int64)
+    def of(index: ShardIndex, excluded: frozenset[str] = frozenset()) -> ShardSteps:
+        """Samples of ``excluded`` episodes (deleted or replaced in the view's version) own no steps."""
+        counts = np.array([0 if s.episode_id in excluded else s.num_steps for s in index.samples], dtype=np.int64)
         sample_of_step = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         offset_of_step = (np.arange(counts.sum()) - np.repeat(starts, counts)).astype(np.int32)
@@ -110,8 +111,12 @@ class ViewSource:
             if shard in self._indexes:
                 self._indexes.move_to_end(shard)
                 return self._indexes[shard]
-        path = self.manifest.shards[shard].index_path
-        steps = ShardSteps.of(ShardIndex.from_json(json.loads(self._objects.read_bytes(path))))
+        summary = self.manifest.shards[shard]
+        excluded = frozenset(summary.excluded) | frozenset(self.manifest.deleted)
+        steps = ShardSteps.of(ShardIndex.from_json(json.loads(self._objects.read_bytes(summary.index_path))), excluded)
+        if len(steps.sample_of_step) != summary.num_steps:
+            raise ValueError(f"{summary.index_path}: {len(steps.sample_of_step)} live steps, the view manifest "
+                             f"says {summary.num_steps}")
         with self._lock:
             self._indexes[shard] = steps
             while len(self._indexes) > self._index_cache_size:

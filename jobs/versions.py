@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from connectors import DatasetError
 from jobs.ingest import collect_outcomes
 from pipeline.catalog import CatalogQuery, catalog_summary
 from pipeline.derive import append_episodes, delete_episodes, select_version
@@ -227,7 +228,7 @@ def append_cmd(source: str = typer.Argument(..., help="Dataset path or fsspec UR
     try:
         report = run_append(source, store, ref=ref, format=format, dataset=dataset, options=options,
                             ray_address=ray_address)
-    except (VersionError, ValueError, OSError) as exc:
+    except (DatasetError, VersionError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     report.render()
     if report_path:

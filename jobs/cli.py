@@ -10,6 +10,7 @@ from connectors import formats as supported_formats
 from jobs import demo as demo_job
 from jobs import ingest as ingest_job
 from jobs import shard as shard_job
+from jobs import versions as versions_job
 from pipeline.samples import SampleSpec, write_sample_dataset
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -17,6 +18,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.command("ingest")(ingest_job.main)
 app.command("shard")(shard_job.main)
 app.command("demo")(demo_job.main)
+app.add_typer(versions_job.app, name="versions")
 
 
 @app.command("samples")

@@ -3,34 +3,76 @@
     python -m jobs.ingest SOURCE --store STORE [--format lerobot] [--dataset NAME] [--ref latest]
 
 Runs episode-parallel as a Ray Data pipeline on a local Ray, or unchanged under
-``ray job submit --working-dir . -- python -m jobs.ingest ...``.
+``ray job submit --working-dir . -- python -m jobs.ingest ...``. The new version's parent is the
+ref's head when the job started; if another writer moved the ref meanwhile the commit fails with
+``RefConflict`` (a re-run is cheap: stored episodes are found in the ingest memo).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import ray
 import typer
 
-from connectors import DatasetError, EpisodeRef, detect_format, get_connector
+from connectors import DatasetError, Discovery, EpisodeRef, detect_format, get_connector
 from jobs.raycluster import init_ray
 from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats
 from pipeline.report import JobReport
 from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest, commit_version, write_stats
+from pipeline.versions import VersionError, VersionManifest, commit_version, ref_head, write_stats
 from schemas import make_episode_id, row_to_meta
 
 
-def _ingest_row(row: dict, store_uri: str, storage_options: dict, config: IngestConfig) -> dict:
+def _ingest_row(row: dict, store_uri: str, storage_options: dict, config: IngestConfig,
+                reused_stats: bool = True) -> dict:
     ref = EpisodeRef(**json.loads(row["ref"]))
     connector = get_connector(ref.format)
     store = EpisodeStore(store_uri, storage_options)
     outcome = ingest_episode(store, ref.key, make_episode_id(ref.dataset, ref.key),
-                             lambda: connector.checksum(ref), lambda: connector.read(ref), config)
+                             lambda: connector.checksum(ref), lambda: connector.read(ref), config, reused_stats)
     return {"outcome": outcome.to_json()}
+
+
+@dataclass
+class Collected:
+    """What one pass over a source produced: the discovery, every episode's outcome, the report so far."""
+
+    discovery: Discovery
+    outcomes: list[IngestOutcome]
+    report: JobReport
+    format: str
+    options: dict
+
+
+def collect_outcomes(source: str, store_uri: str, *, job: str = "ingest", format: str | None = None,
+                     dataset: str | None = None, options: dict | None = None, storage_options: dict | None = None,
+                     ray_address: str | None = None, config: IngestConfig | None = None,
+                     reused_stats: bool = True) -> Collected:
+    """Discover the source and store every episode not already stored (the ingest memo skips the rest)."""
+    config = config or IngestConfig()
+    options = dict(options or {})
+    if dataset:
+        options["dataset"] = dataset
+    name = format or detect_format(source, options.get("storage_options"))
+    discovery = get_connector(name).discover(source, options)
+    report = JobReport(job=job, source=source, episodes_in=len(discovery.refs), warnings=list(discovery.warnings),
+                       missing=[{"source_key": k, "reason": r} for k, r in discovery.missing])
+    init_ray(ray_address)
+    items = [{"ref": json.dumps(asdict(r), default=str)} for r in discovery.refs]
+    outcomes = []
+    if items:
+        dataset_rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
+                                    "config": config, "reused_stats": reused_stats})
+        outcomes = [IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()]
+    report.quarantined = sorted((o.quarantine for o in outcomes if o.quarantine), key=lambda q: q["source_key"])
+    report.stored = sum(o.status == "stored" for o in outcomes)
+    report.reused = sum(o.status == "reused" for o in outcomes)
+    report.decoded = report.stored
+    return Collected(discovery, outcomes, report, name, options)
 
 
 def run_ingest(source: str, store_uri: str, *, format: str | None = None, dataset: str | None = None,
@@ -39,35 +81,19 @@ def run_ingest(source: str, store_uri: str, *, format: str | None = None, datase
     """Ingest every episode found at ``source`` and commit a version. Bad episodes are quarantined."""
     started = time.perf_counter()
     config = config or IngestConfig()
-    options = dict(options or {})
-    if dataset:
-        options["dataset"] = dataset
-    name = format or detect_format(source, options.get("storage_options"))
-    discovery = get_connector(name).discover(source, options)
-    report = JobReport(job="ingest", source=source, episodes_in=len(discovery.refs), warnings=list(discovery.warnings),
-                       missing=[{"source_key": k, "reason": r} for k, r in discovery.missing])
-    init_ray(ray_address)
-    items = [{"ref": json.dumps(asdict(r), default=str)} for r in discovery.refs]
-    outcomes = []
-    if items:
-        dataset_rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
-                                    "config": config})
-        outcomes = [IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()]
     store = EpisodeStore(store_uri, storage_options)
-    _commit(store, report, outcomes, discovery, name, options, config, ref)
-    report.seconds = time.perf_counter() - started
-    return report
+    parent = ref_head(store, ref) if ref else None
+    got = collect_outcomes(source, store_uri, format=format, dataset=dataset, options=options,
+                           storage_options=storage_options, ray_address=ray_address, config=config)
+    _commit(store, got.report, got.outcomes, got.discovery, got.format, got.options, config, ref, parent)
+    got.report.seconds = time.perf_counter() - started
+    return got.report
 
 
 def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome], discovery, format_name: str,
-            options: dict, config: IngestConfig, ref: str | None) -> None:
+            options: dict, config: IngestConfig, ref: str | None, parent: str | None = None) -> None:
     kept = sorted((o for o in outcomes if o.row is not None), key=lambda o: o.episode_id)
     metas = [row_to_meta(o.row) for o in kept]
-    report.quarantined = sorted((o.quarantine for o in outcomes if o.quarantine), key=lambda q: q["source_key"])
-    report.stored = sum(o.status == "stored" for o in outcomes)
-    report.reused = sum(o.status == "reused" for o in outcomes)
-    report.decoded = report.stored
     report.steps = sum(m.num_steps for m in metas)
     report.frames = sum(c.num_frames for m in metas for c in m.cameras)
     objects = {m.steps_sha256: m.steps_bytes for m in metas}
@@ -89,6 +115,7 @@ def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome
         producer={"job": "ingest", "source": discovery.uri, "format": format_name, "dataset": discovery.dataset,
                   "options": {k: v for k, v in options.items() if k != "storage_options"},
                   "config": config.fingerprint()},
+        parent=parent,
     )
     report.version_id = commit_version(store, manifest, ref)
 
@@ -109,7 +136,7 @@ def main(
     try:
         report = run_ingest(source, store, format=format, dataset=dataset, options=options, ref=ref,
                             ray_address=ray_address)
-    except DatasetError as exc:
+    except (DatasetError, VersionError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     report.render()

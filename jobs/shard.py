@@ -2,9 +2,12 @@
 
     python -m jobs.shard --store STORE [--version latest] [--size 224x224] [--cameras a,b] ...
 
-Shards are written by a Ray Data actor pool (each actor holds a decoder), one shard per call.
-Shards already on disk are kept (a re-run after a crash finishes the rest); the view manifest is
-written last.
+The plan starts from the nearest earlier view of the same config (the version's own, or an
+ancestor's): its shards are kept wherever their episodes did not change, deleted or replaced
+episodes are excluded in the new view manifest, and only new or changed episodes are decoded into
+new shards (``pipeline.shards.reuse``). Shards are content-addressed, so a shard already on disk
+is reused (a re-run after a crash finishes the rest). New shards are written by a Ray Data actor
+pool (each actor holds a decoder), one shard per call; the view manifest is written last.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pipeline.shards import (
     ShardSummary,
     ViewConfig,
     ViewManifest,
-    plan_shards,
+    find_base_view,
+    plan_view,
+    shard_paths,
     write_shard,
     write_view_manifest,
 )
@@ -33,7 +38,7 @@ from pipeline.shards.manifest import view_dir
 from pipeline.shards.table import build_sample_table, sample_table_bytes
 from pipeline.shards.writer import view_cameras
 from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.versions import load_catalog, read_manifest, resolve
 from pipeline.video import available_decoders
 from schemas import table_to_metas
 
@@ -46,23 +51,23 @@ class ShardWriter:
         _, manifest = resolve(self.store, version_id)
         self.metas = {m.episode_id: m for m in table_to_metas(load_catalog(self.store, manifest))}
         self.view = ViewConfig.from_json(view_json)
-        self.view_dir = view_dir(self.view.view_id(version_id))
         self.decoder = available_decoders()[self.view.decoder]()
 
     def __call__(self, batch: dict) -> dict:
-        summaries, written = [], []
+        summaries, written, decoded = [], [], []
         for text in batch["plan"]:
             plan = _plan_from_json(text)
-            existed = self.store.objects.exists(f"{self.view_dir}/{plan.name}.index.json")
-            summary = write_shard(self.store, self.view, self.view_dir, plan, self.metas, self.decoder)
+            existed = all(self.store.objects.exists(p) for p in shard_paths(plan.key))
+            summary, frames = write_shard(self.store, self.view, plan, self.metas, self.decoder)
             summaries.append(json.dumps(summary.to_json()))
             written.append(not existed)
-        return {"summary": summaries, "written": written}
+            decoded.append(frames)
+        return {"summary": summaries, "written": written, "decoded": decoded}
 
 
 def _plan_from_json(text: str) -> ShardPlan:
     data = json.loads(text)
-    return ShardPlan(data["index"], tuple(SegmentPlan(**s) for s in data["segments"]))
+    return ShardPlan(data["index"], tuple(SegmentPlan(**s) for s in data["segments"]), data["key"])
 
 
 def run_shard(store_uri: str, view: ViewConfig, *, version: str = "latest", storage_options: dict | None = None,
@@ -73,31 +78,42 @@ def run_shard(store_uri: str, view: ViewConfig, *, version: str = "latest", stor
     version_id, manifest = resolve(store, version)
     metas = table_to_metas(load_catalog(store, manifest))
     view_id = view.view_id(version_id)
-    plans = plan_shards([(m.episode_id, m.num_steps, len(view_cameras(m, view))) for m in metas], view)
+    base = find_base_view(store.objects, version_id, lambda v: read_manifest(store, v).parent, view)
+    base_metas = None
+    if base is not None:
+        base_metas = metas if base.version_id == version_id else table_to_metas(
+            load_catalog(store, read_manifest(store, base.version_id)))
+    planned = plan_view(store.objects, view, metas, base, base_metas)
     report = JobReport(job="shard", source=f"{store_uri}@{version_id[:12]}", episodes_in=len(metas),
                        version_id=version_id)
-    init_ray(ray_address)
-    items = [{"plan": json.dumps(asdict(p))} for p in plans]
-    rows = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ShardWriter, batch_size=1, num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=concurrency or min(len(items), _cpus())),
-        fn_constructor_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
-                               "version_id": version_id, "view_json": view.identity() | {"decoder": view.decoder}})
-    summaries, written = [], 0
-    for row in rows.iter_rows():
-        summaries.append(ShardSummary.from_json(json.loads(row["summary"])))
-        written += bool(row["written"])
-    summaries.sort(key=lambda s: s.name)
+    new_summaries, written, decoded = [], 0, 0
+    if planned.new:
+        init_ray(ray_address)
+        items = [{"plan": json.dumps(asdict(p))} for p in planned.new]
+        rows = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            ShardWriter, batch_size=1, num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=concurrency or min(len(items), _cpus())),
+            fn_constructor_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
+                                   "version_id": version_id,
+                                   "view_json": view.identity() | {"decoder": view.decoder}})
+        for row in rows.iter_rows():
+            new_summaries.append(ShardSummary.from_json(json.loads(row["summary"])))
+            written += bool(row["written"])
+            decoded += int(row["decoded"])
+    order = {p.key: i for i, p in enumerate(planned.new)}
+    summaries = planned.kept + sorted(new_summaries, key=lambda s: order[s.name])
     cameras = list(view.cameras) if view.cameras is not None else sorted({c.name for m in metas for c in m.cameras})
     samples_path = _write_sample_table(store, view_id, summaries, {m.episode_id: m for m in metas})
     write_view_manifest(store.objects, ViewManifest(view_id, version_id, view, summaries, manifest.stats, view.decoder,
-                                                    list(manifest.deleted), cameras, samples_path))
+                                                    list(manifest.deleted), cameras, samples_path, planned.base_view))
     report.stored = sum(len(s.episodes) for s in summaries)
     report.steps = sum(s.num_steps for s in summaries)
     report.frames = sum(_frames_per_step(m, view) for m in metas)
+    report.decoded = decoded
     report.bytes = sum(s.tar_bytes for s in summaries)
-    report.extra = {"view": view_id, "shards": len(summaries), "shards written": written,
-                    "shards reused": len(summaries) - written, "samples": sum(s.num_samples for s in summaries)}
+    report.extra = {"view": view_id, "base view": planned.base_view or "(none)", "shards": len(summaries),
+                    "shards written": written, "shards reused": len(summaries) - written,
+                    "frames decoded": decoded, "samples": sum(s.num_samples for s in summaries)}
     report.seconds = time.perf_counter() - started
     return report, view_id
 
@@ -105,7 +121,8 @@ def run_shard(store_uri: str, view: ViewConfig, *, version: str = "latest", stor
 def _write_sample_table(store: EpisodeStore, view_id: str, summaries: list[ShardSummary], metas: dict) -> str:
     indexes = [ShardIndex.from_json(json.loads(store.objects.read_bytes(s.index_path))) for s in summaries]
     path = f"{view_dir(view_id)}/samples.parquet"
-    store.objects.write_atomic(path, sample_table_bytes(build_sample_table(indexes, metas)))
+    table = build_sample_table(indexes, metas, [set(s.excluded) for s in summaries])
+    store.objects.write_atomic(path, sample_table_bytes(table))
     return path
 
 

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from pipeline.report import quarantine_record
+from pipeline.statcache import episode_stats_of, remember_episode_stats
 from pipeline.stats import StatsSet, episode_stats
 from pipeline.store import EpisodeStore
 from pipeline.video import EncodeConfig
-from schemas import SCHEMA_VERSION, Episode, EpisodeMeta, meta_to_row, table_to_steps
+from schemas import SCHEMA_VERSION, Episode, meta_to_row
 
 # Bump when the bytes the store writes for the same source change (invalidates ingest memos).
 STORE_WRITER_VERSION = "1"
@@ -51,14 +52,16 @@ class IngestOutcome:
 
 
 def ingest_episode(store: EpisodeStore, source_key: str, episode_id: str, checksum: Callable[[], str],
-                   read: Callable[[], Episode], config: IngestConfig) -> IngestOutcome:
+                   read: Callable[[], Episode], config: IngestConfig, reused_stats: bool = True) -> IngestOutcome:
+    """``reused_stats=False`` skips the stats of already-stored episodes (an append computes only what it adds)."""
     started = time.perf_counter()
     try:
         source_checksum = checksum()
         memo = store.ingest_key(episode_id, source_checksum, config.fingerprint())
         cached = store.lookup_ingested(memo)
         if cached is not None:
-            outcome = IngestOutcome(source_key, episode_id, "reused", meta_to_row(cached), _stored_stats(store, cached))
+            stats = episode_stats_of(store, cached).to_json() if reused_stats else None
+            outcome = IngestOutcome(source_key, episode_id, "reused", meta_to_row(cached), stats)
         else:
             episode = read()
             if episode.meta.episode_id != episode_id:
@@ -68,18 +71,13 @@ def ingest_episode(store: EpisodeStore, source_key: str, episode_id: str, checks
             store.remember_ingested(memo, meta)
             steps = episode.steps.filled()
             stats = episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid)
+            remember_episode_stats(store, meta, stats)
             outcome = IngestOutcome(source_key, episode_id, "stored", meta_to_row(meta), stats.to_json())
     except Exception as exc:
         outcome = IngestOutcome(source_key, episode_id, "quarantined", quarantine=quarantine_record(
             source_key, episode_id, exc))
     outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-def _stored_stats(store: EpisodeStore, meta: EpisodeMeta) -> dict:
-    """Stats of an already-stored episode from its steps Parquet (no video is touched)."""
-    steps = table_to_steps(store.read_steps_table(meta)).filled()
-    return episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid).to_json()
 
 
 def merge_stats(outcomes: list[IngestOutcome]) -> StatsSet:

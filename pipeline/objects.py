@@ -9,6 +9,7 @@ a no-op, which makes every stage idempotent and re-runs cheap.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -42,6 +43,15 @@ class ObjectRef:
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
+
+
+def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool({"s3", "s3a"} & set(protocols))
+
+
+class ExclusiveWriteUnsupported(OSError):
+    """The filesystem offers no atomic create-if-absent (commits need local disk or S3)."""
 
 
 class ObjectStore:
@@ -123,6 +133,68 @@ class ObjectStore:
             if os.path.exists(handle.name):
                 os.unlink(handle.name)
 
+    def create_exclusive(self, relative: str, data: bytes) -> bool:
+        """Create ``relative`` with ``data`` only if it does not exist: True if this call created it.
+
+        The primitive behind ref commits. Local disk: the bytes go to a temporary file that is
+        hard-linked to the target (``link`` fails when the target exists, and the target never
+        appears half written). S3: one PUT with ``If-None-Match: *`` (conditional write); a 412 or a
+        409 (another conditional write in flight) means someone else got there first.
+        """
+        target = self.abspath(relative)
+        parent = target.rsplit("/", 1)[0]
+        if is_local(self.fs):
+            os.makedirs(parent, exist_ok=True)
+            temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(temp, target)
+                except FileExistsError:
+                    return False
+                _fsync_dir(parent)
+                return True
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+        if is_s3(self.fs):
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:  # 409 ConditionalRequestConflict
+                    return False
+                raise
+            return True
+        raise ExclusiveWriteUnsupported(f"{self.fs.protocol}: no atomic create-if-absent; use local disk or S3")
+
+    def read_fresh(self, relative: str) -> bytes | None:
+        """The bytes of ``relative`` read straight from storage (no listing cache), or None if absent."""
+        try:
+            return self.fs.cat_file(self.abspath(relative))
+        except FileNotFoundError:
+            return None
+
+    def exists_fresh(self, relative: str) -> bool:
+        """``exists`` without trusting a cached listing (another process may have written it since)."""
+        path = self.abspath(relative)
+        self.fs.invalidate_cache(path)
+        return self.fs.exists(path)
+
+    def list_dir(self, relative: str) -> list[str]:
+        """Names directly under ``relative`` (files and folders), fresh from storage; [] if absent."""
+        path = self.abspath(relative).rstrip("/")
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != path})
+
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open(self.abspath(relative), "rb") as handle:
             return handle.read()
@@ -133,6 +205,16 @@ class ObjectStore:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a new directory entry durable (a crash after commit must not lose the ref)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _copy_into(data: bytes | BinaryIO, handle: BinaryIO) -> None:

@@ -7,9 +7,13 @@ Layout under the store root (local folder or fsspec URL):
     objects/catalog/<sha[:2]>/<sha>.parquet   episode catalog of a version (schemas.CATALOG_SCHEMA)
     objects/stats/<sha[:2]>/<sha>.json        normalization statistics of a version
     index/ingested/<key[:2]>/<key>.json       ingest memo: (episode, source checksum, config) -> catalog row
+    index/episode-stats/<key[:2]>/<key>.json  per-episode stats cache (pipeline.statcache)
     versions/<version_id>.json                immutable version manifests (pipeline.versions)
-    refs/<name>                               human names -> version ids
-    views/<view_id>/                          WebDataset shards of a version (pipeline.shards)
+    refs/<name>/log/<seq>.json, refs/<name>/HEAD   human names -> version ids, compare-and-swap (pipeline.refs)
+    views/<view_id>/view.json                 a version's view: which shards, which episodes excluded
+    shards/<key[:2]>/<key>.tar (+ .index.json) content-addressed WebDataset shards (pipeline.shards)
+
+See docs/versions.md for the commit protocol and what gc may remove.
 
 Every object is content-addressed and immutable; see ``pipeline.objects``.
 """

@@ -99,8 +99,12 @@ _cache_lock = threading.Lock()
 
 
 def load_layout(uri: str, storage_options: dict | None = None) -> Layout:
-    """The layout at ``uri``, cached per process (a worker reads many episodes of one dataset)."""
-    key = json.dumps([uri, storage_options or {}], sort_keys=True, default=str)
+    """The layout at ``uri``, cached per process (a worker reads many episodes of one dataset).
+
+    The cache key includes a stamp of the ``meta/`` files (one listing), so a dataset that grew
+    since (new episodes appended at the source) is read again, also by long-lived workers.
+    """
+    key = json.dumps([uri, storage_options or {}, _meta_stamp(uri, storage_options)], sort_keys=True, default=str)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -111,6 +115,19 @@ def load_layout(uri: str, storage_options: dict | None = None) -> Layout:
         while len(_cache) > 8:
             _cache.popitem(last=False)
     return layout
+
+
+def _meta_stamp(uri: str, storage_options: dict | None) -> list:
+    """Names, sizes and modification stamps of the files under ``meta/``."""
+    fs, root = open_root(uri, storage_options)
+    meta = f"{root}/meta"
+    fs.invalidate_cache(meta)
+    try:
+        files = fs.find(meta, detail=True)
+    except (FileNotFoundError, OSError):
+        return []
+    return sorted([path, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")]
+                  for path, info in files.items())
 
 
 def _load_layout(uri: str, storage_options: dict | None) -> Layout:

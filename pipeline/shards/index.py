@@ -66,7 +66,12 @@ class ShardIndex:
 
 @dataclass
 class ShardSummary:
-    """One shard as the view manifest lists it."""
+    """One shard as the view manifest lists it.
+
+    ``num_samples``, ``num_steps`` and ``episodes`` count live samples only: a view that reuses a
+    shard holding episodes its version deleted or replaced lists those ids in ``excluded``, and
+    loaders skip their samples (the shard itself is never rewritten).
+    """
 
     name: str
     tar_path: str
@@ -76,9 +81,11 @@ class ShardSummary:
     num_samples: int
     num_steps: int
     episodes: list[str]
+    index_sha256: str = ""
+    excluded: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "episodes": list(self.episodes), "excluded": sorted(self.excluded)}
 
     @staticmethod
     def from_json(data: dict) -> ShardSummary:

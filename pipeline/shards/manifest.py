@@ -1,8 +1,9 @@
 """The view manifest (``views/<view_id>/view.json``): the one file a loader reads to start.
 
-It names the version, the view config, the stats object and every shard with its sample and step
-counts, so the epoch length is exact and no listing is needed. It is written last, atomically:
-a view without it is incomplete and a re-run of the shard job finishes it.
+It names the version, the view config, the stats object and every shard (content-addressed, under
+``shards/``) with its live sample and step counts and the episodes it must skip, so the epoch
+length is exact and no listing is needed. It is written last, atomically: a view without it is
+incomplete and a re-run of the shard job finishes it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ViewManifest:
     deleted: list[str]
     cameras: list[str]  # every camera any sample may carry, in view order
     samples_path: str = ""  # the sample table (pipeline.shards.table), relative to the store root
+    base_view: str = ""  # the view whose shards this one was planned on (reused where unchanged)
 
     @property
     def num_steps(self) -> int:
@@ -39,7 +41,7 @@ class ViewManifest:
         return {"format": VIEW_FORMAT, "view_id": self.view_id, "version_id": self.version_id,
                 "config": self.config.identity(), "decoder": self.decoder,
                 "stats": self.stats.to_json() if self.stats else None, "deleted": sorted(self.deleted),
-                "cameras": list(self.cameras), "samples_path": self.samples_path,
+                "cameras": list(self.cameras), "samples_path": self.samples_path, "base_view": self.base_view,
                 "shards": [s.to_json() for s in self.shards],
                 "totals": {"shards": len(self.shards), "samples": self.num_samples, "steps": self.num_steps,
                            "bytes": sum(s.tar_bytes for s in self.shards)}}
@@ -52,7 +54,8 @@ class ViewManifest:
                             [ShardSummary.from_json(s) for s in data["shards"]],
                             ObjectRef.from_json(data["stats"]) if data.get("stats") else None,
                             str(data.get("decoder", "")), list(data.get("deleted", [])),
-                            list(data.get("cameras", [])), str(data.get("samples_path", "")))
+                            list(data.get("cameras", [])), str(data.get("samples_path", "")),
+                            str(data.get("base_view", "")))
 
 
 def view_dir(view_id: str) -> str:

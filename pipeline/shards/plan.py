@@ -1,16 +1,23 @@
-"""Deterministic assignment of episode segments to shards.
+"""Deterministic assignment of episode segments to shards, and the content key of a shard.
 
 Episodes are taken in id order and cut into segments of ``segment_steps``. Whole episodes go to a
 shard until the next would push it over the target size; an episode larger than the target is cut
 between segments. Sizes are estimates (pixels x bytes-per-pixel), so the plan, and with it every
-shard's content, is known before anything is decoded.
+shard's content, is known before anything is decoded. A shard's key hashes the view's content
+identity and, per segment, the episode, range and the fingerprint of the episode's content
+(``pipeline.shards.writer.episode_fingerprint``): equal keys mean byte-identical shards, so a
+shard on disk under its key is reused as is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 
 from pipeline.shards.view import ViewConfig
+
+SHARD_FORMAT = "actionreel.shard/1"  # bump when the writer's bytes change for equal inputs
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,15 @@ class SegmentPlan:
 class ShardPlan:
     index: int
     segments: tuple[SegmentPlan, ...]
+    key: str = ""  # content key (shard_key); names the shard's files
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index:06d}"
+        return self.key or f"shard-{self.index:06d}"
+
+    @property
+    def episodes(self) -> list[str]:
+        return list(dict.fromkeys(s.episode_id for s in self.segments))
 
     @property
     def num_steps(self) -> int:
@@ -62,3 +74,15 @@ def plan_shards(episodes: list[tuple[str, int, int]], view: ViewConfig) -> list[
             shards[-1].append(segment)
             size += segment_bytes
     return [ShardPlan(i, tuple(s)) for i, s in enumerate(shards) if s]
+
+
+def shard_key(view: ViewConfig, segments: tuple[SegmentPlan, ...], fingerprints: dict[str, str]) -> str:
+    """The content key of a shard holding ``segments`` of episodes with these content fingerprints."""
+    body = {"format": SHARD_FORMAT, "view": view.content_identity(),
+            "segments": [[s.episode_id, s.segment, s.step_start, s.num_steps, fingerprints[s.episode_id]]
+                         for s in segments]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def with_keys(plans: list[ShardPlan], view: ViewConfig, fingerprints: dict[str, str]) -> list[ShardPlan]:
+    return [replace(p, key=shard_key(view, p.segments, fingerprints)) for p in plans]

@@ -35,12 +35,20 @@ SAMPLE_TABLE_SCHEMA = pa.schema([
 ])
 
 
-def build_sample_table(indexes: list[ShardIndex], metas: dict[str, EpisodeMeta]) -> pa.Table:
-    """Rows in shard order then tar order; episode facts joined from the catalog."""
+def build_sample_table(indexes: list[ShardIndex], metas: dict[str, EpisodeMeta],
+                       excluded: list[set[str]] | None = None) -> pa.Table:
+    """Live samples in shard order then tar order, episode facts joined from the version's catalog.
+
+    A reused shard may hold samples of episodes the version deleted or replaced (its ``excluded``
+    list, or ids absent from the catalog): those get no row, so no loader can yield them.
+    """
     rows = []
     for shard, index in enumerate(indexes):
+        gone = excluded[shard] if excluded else set()
         for row, sample in enumerate(index.samples):
-            meta = metas[sample.episode_id]
+            meta = metas.get(sample.episode_id)
+            if meta is None or sample.episode_id in gone:
+                continue
             rows.append({"shard": shard, "row": row, "key": sample.key, "episode_id": sample.episode_id,
                          "segment": sample.segment, "step_start": sample.step_start, "num_steps": sample.num_steps,
                          "num_action_steps": sample.num_action_steps, "episode_num_steps": meta.num_steps,

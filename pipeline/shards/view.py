@@ -1,7 +1,9 @@
 """A view: how one version is materialized for training (cameras, size, codec, segments, shard size).
 
-Shards are a pure function of (version id, view config), so the view id hashes both and a view is
-cacheable and rebuildable. The decoder backend is not part of the id: it is an execution choice.
+The view id hashes (version id, view config): it names the view manifest of that version. Shards
+themselves are content-addressed by what they hold (``content_identity`` plus the exact segments
+and episode content, see ``pipeline.shards.plan.shard_key``), so views of related versions share
+every unchanged shard. The decoder backend is not part of either: it is an execution choice.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 FRAME_CODECS = ("jpg", "png", "npy")
 JPEG_SUBSAMPLING = {"444": 0x111111, "422": 0x211111, "420": 0x221111}
+_PLANNING_ONLY = ("target_shard_bytes", "min_shards", "estimated_bytes_per_pixel")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class ViewConfig:
         data.pop("decoder")
         data["cameras"] = list(self.cameras) if self.cameras is not None else None
         return data
+
+    def content_identity(self) -> dict:
+        """The fields that change a shard's bytes (sizing fields only decide how segments are grouped)."""
+        return {k: v for k, v in self.identity().items() if k not in _PLANNING_ONLY}
 
     def view_id(self, version_id: str) -> str:
         text = json.dumps({"version": version_id, "view": self.identity()}, sort_keys=True)

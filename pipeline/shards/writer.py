@@ -14,7 +14,9 @@ splits keys at the first dot). Members:
     <key>.<camera>.<i:04d>.<codec>     frame of step step_start+i (absent when no frame is aligned)
 
 Arrays are written with ``np.save(allow_pickle=False)``; tar headers are deterministic (mtime 0,
-uid 0) so equal inputs give byte-identical shards.
+uid 0) so equal inputs give byte-identical shards. A shard lives at ``shards/<key[:2]>/<key>.tar``
+(plus ``.index.json``), ``key`` being its content key (``pipeline.shards.plan.shard_key``): a
+shard already there is reused without decoding anything.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
-from pipeline.shards.plan import SegmentPlan, ShardPlan
+from pipeline.shards.plan import SegmentPlan, ShardPlan, shard_key
 from pipeline.shards.view import JPEG_SUBSAMPLING, ViewConfig
 from pipeline.store import EpisodeStore
 from pipeline.video import FrameDecoder, resize_frame
@@ -45,6 +47,31 @@ def sample_key(episode_id: str, segment: int) -> str:
 def view_cameras(meta: EpisodeMeta, view: ViewConfig) -> list[str]:
     """The view's cameras in view order (all of the episode's when the view names none)."""
     return list(view.cameras) if view.cameras is not None else [c.name for c in meta.cameras]
+
+
+def shard_paths(key: str) -> tuple[str, str]:
+    """Store-relative paths of a shard's tar and index."""
+    return f"shards/{key[:2]}/{key}.tar", f"shards/{key[:2]}/{key}.index.json"
+
+
+def episode_info(meta: EpisodeMeta, view: ViewConfig) -> dict:
+    """The episode-level facts every sample's meta.json carries (segment facts are added per sample)."""
+    cameras = view_cameras(meta, view)
+    return {"episode_id": meta.episode_id, "dataset": meta.dataset, "embodiment": meta.embodiment,
+            "kind": meta.kind, "action_source": meta.action_source, "state_source": meta.state_source,
+            "split": meta.split, "episode_num_steps": meta.num_steps, "tasks": meta.tasks, "cameras": cameras,
+            "control_fps": rate_to_str(meta.control_fps), "frame_codec": view.frame_codec}
+
+
+def episode_fingerprint(meta: EpisodeMeta, view: ViewConfig) -> str:
+    """A hash of everything of an episode that reaches its samples' bytes in this view.
+
+    Steps and videos enter by their content hashes, so an episode whose provenance changed
+    (re-ingested from a moved folder) but whose content did not keeps its shards.
+    """
+    videos = {c.name: [c.video_sha256, c.frame_start] for c in meta.cameras if c.name in view_cameras(meta, view)}
+    body = {"info": episode_info(meta, view), "steps": meta.steps_sha256, "videos": videos}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def encode_image(rgb: np.ndarray, view: ViewConfig) -> bytes:
@@ -92,33 +119,43 @@ class _TarBuilder:
         self.tar.close()
 
 
-def write_shard(store: EpisodeStore, view: ViewConfig, view_dir: str, plan: ShardPlan,
-                metas: dict[str, EpisodeMeta], decoder: FrameDecoder) -> ShardSummary:
-    """Write ``<view_dir>/<shard>.tar`` and its index unless both exist already (then just summarize)."""
-    tar_path, index_path = f"{view_dir}/{plan.name}.tar", f"{view_dir}/{plan.name}.index.json"
+def write_shard(store: EpisodeStore, view: ViewConfig, plan: ShardPlan, metas: dict[str, EpisodeMeta],
+                decoder: FrameDecoder) -> tuple[ShardSummary, int]:
+    """Write the shard of ``plan`` unless it exists already. Returns its summary and the frames decoded."""
+    key = shard_key(view, plan.segments, {e: episode_fingerprint(metas[e], view) for e in plan.episodes})
+    if plan.key and plan.key != key:
+        raise ValueError(f"shard plan key {plan.key} does not match its content ({key}): catalog changed under the job")
+    tar_path, index_path = shard_paths(key)
     if store.objects.exists(tar_path) and store.objects.exists(index_path):
-        return summarize(ShardIndex.from_json(json.loads(store.objects.read_bytes(index_path))), index_path)
+        data = store.objects.read_bytes(index_path)
+        return summarize(ShardIndex.from_json(json.loads(data)), index_path, hashlib.sha256(data).hexdigest()), 0
     digest = hashlib.sha256()
     samples: list[SampleEntry] = []
+    decoded = 0
     with store.objects.open_atomic(tar_path) as handle:
         builder = _TarBuilder(_HashingWriter(handle, digest))
         for episode_id, segments in _by_episode(plan.segments):
             meta = metas[episode_id]
             steps = store.read_steps(meta).filled()
             frames = _encoded_frames(store, meta, steps, segments, view, decoder)
+            decoded += sum(len(f) for f in frames.values())
             for segment in segments:
                 samples.append(_write_sample(builder, meta, steps, segment, view, frames))
         builder.close()
         size = handle.tell()
-    index = ShardIndex(plan.name, tar_path, digest.hexdigest(), size, samples)
-    store.objects.write_atomic(index_path, json.dumps(index.to_json()).encode())  # members in tar order
-    return summarize(index, index_path)
+    index = ShardIndex(key, tar_path, digest.hexdigest(), size, samples)
+    data = json.dumps(index.to_json()).encode()  # members stay in tar order
+    store.objects.write_atomic(index_path, data)
+    return summarize(index, index_path, hashlib.sha256(data).hexdigest()), decoded
 
 
-def summarize(index: ShardIndex, index_path: str) -> ShardSummary:
-    episodes = list(dict.fromkeys(s.episode_id for s in index.samples))
+def summarize(index: ShardIndex, index_path: str, index_sha256: str = "",
+              excluded: frozenset[str] | set[str] = frozenset()) -> ShardSummary:
+    """The view manifest's entry for a shard, counting only samples of episodes not ``excluded``."""
+    live = [s for s in index.samples if s.episode_id not in excluded]
+    episodes = list(dict.fromkeys(s.episode_id for s in live))
     return ShardSummary(index.shard, index.tar_path, index_path, index.tar_sha256, index.tar_bytes,
-                        len(index.samples), index.num_steps, episodes)
+                        len(live), sum(s.num_steps for s in live), episodes, index_sha256, sorted(excluded))
 
 
 class _HashingWriter:
@@ -172,12 +209,9 @@ def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, se
     frame_index = np.stack([steps.frame_index[c][start:stop] if c in frames else np.full(stop - start, -1, np.int32)
                             for c in cameras], axis=1) if cameras else np.zeros((stop - start, 0), np.int32)
     info = {
-        "key": key, "episode_id": meta.episode_id, "dataset": meta.dataset, "embodiment": meta.embodiment,
-        "kind": meta.kind, "action_source": meta.action_source, "state_source": meta.state_source,
-        "split": meta.split, "segment": segment.segment, "step_start": start, "num_steps": stop - start,
-        "num_action_steps": action_stop - start, "episode_num_steps": meta.num_steps, "tasks": meta.tasks,
-        "cameras": cameras, "missing_cameras": [c for c in cameras if c not in present],
-        "control_fps": rate_to_str(meta.control_fps), "frame_codec": view.frame_codec,
+        **episode_info(meta, view), "key": key, "segment": segment.segment, "step_start": start,
+        "num_steps": stop - start, "num_action_steps": action_stop - start,
+        "missing_cameras": [c for c in cameras if c not in present],
     }
     members: dict[str, tuple[int, int]] = {}
     sample_offset = builder.offset

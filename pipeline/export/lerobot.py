@@ -1,0 +1,476 @@
+"""Export a version (or a selection of it) as a LeRobot dataset: v2.1 or v3.0 layout. Never in place.
+
+The output must not be inside the store, contain it, overlap an exported episode's local source,
+or exist non-empty. Local exports are written into a hidden staging folder beside the output and
+renamed into place at the end, so a failed export leaves nothing at the output path; remote
+exports write ``meta/info.json`` last.
+
+Episodes are ordered by (split, dataset, source key in natural order) and numbered from 0. Each
+step's ``timestamp`` is exactly ``frame_index / fps`` (LeRobot checks the spacing within 1e-4 s);
+an episode whose stored clock is not on that grid, or whose camera frames are not one per step at
+the control rate, is refused with the episode and field named rather than silently resampled.
+States and actions keep their dtype and values bit for bit. Videos: v2.1 needs one file per
+episode (copied when the stored object is exactly the episode, else cut: remuxed when GOP-aligned,
+re-encoded otherwise); v3.0 copies each stored object whole when the exported episodes cover all
+its frames (a v3.0 source round-trips byte for byte) and cuts per episode otherwise. GR00T's
+``meta/modality.json`` is written for both layouts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.catalog import CatalogQuery, read_catalog_table
+from pipeline.export.lerobot_meta import (
+    NUMERIC_FEATURES,
+    feature_stats,
+    modality_json,
+    numeric_feature,
+    stats_entry,
+    video_feature,
+)
+from pipeline.export.video import ExportError, cut_episode, read_object
+from pipeline.objects import is_local
+from pipeline.stats import FeatureStats
+from pipeline.store import EpisodeStore
+from pipeline.versions import VersionManifest
+from pipeline.video import EncodeConfig
+from schemas import EpisodeMeta, StepArrays, index_to_ns, period_ns, table_to_metas
+
+LAYOUTS = ("v2.1", "v3.0")
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    layout: str = "v3.0"
+    chunks_size: int = 1000
+    data_file_bytes: int = 100 * 2**20  # v3.0: start a new data file past this many bytes of rows
+    robot_type: str = ""  # default: the episodes' embodiment
+    modality: dict | None = None  # explicit GR00T groups {"state": {...}, "action": {...}}
+    encode: EncodeConfig = field(default_factory=EncodeConfig)  # for cuts that cannot be remuxed
+    remux: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+
+
+@dataclass
+class ExportReport:
+    out: str
+    layout: str
+    episodes: int = 0
+    steps: int = 0
+    tasks: int = 0
+    videos: dict[str, int] = field(default_factory=dict)  # method (copy/remux/reencode) -> files
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Camera:
+    name: str
+    key: str  # LeRobot feature key
+    height: int
+    width: int
+    codec: str
+    pix_fmt: str
+
+
+@dataclass
+class _Episode:
+    """One exported episode as the metadata files describe it."""
+
+    index: int
+    meta: EpisodeMeta
+    length: int
+    tasks: list[str]
+    data_chunk: int = 0
+    data_file: int = 0
+    start: int = 0  # dataset_from_index
+    videos: dict[str, tuple[int, int, float, float]] = field(default_factory=dict)  # key -> chunk, file, from, to
+    stats: dict[str, FeatureStats] = field(default_factory=dict)
+
+
+def _natural(text: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def _order(meta: EpisodeMeta) -> tuple:
+    return _SPLIT_ORDER.get(meta.split, 3), meta.split, meta.dataset, _natural(meta.source_key), meta.episode_id
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _cameras(metas: list[EpisodeMeta]) -> list[_Camera]:
+    first = metas[0]
+    cameras = [_Camera(c.name, c.source_key if c.source_key.startswith("observation.images.")
+                       else f"observation.images.{c.name}", c.height, c.width, c.codec, c.pix_fmt)
+               for c in first.cameras]
+    for meta in metas:
+        for field_name in ("control_fps", "state_names", "action_names", "state_dtype", "action_dtype"):
+            if getattr(meta, field_name) != getattr(first, field_name):
+                raise ExportError(meta.episode_id, field_name, f"{getattr(meta, field_name)!r} differs from "
+                                  f"{getattr(first, field_name)!r} (episode {first.episode_id}); a LeRobot dataset "
+                                  "has one robot: select one embodiment")
+        if sorted((c.name, c.height, c.width) for c in meta.cameras) != sorted(
+                (c.name, c.height, c.width) for c in cameras):
+            raise ExportError(meta.episode_id, "cameras", "camera names or sizes differ from the first episode's")
+        for cam in meta.cameras:
+            if cam.fps != meta.control_fps:
+                raise ExportError(meta.episode_id, f"cameras.{cam.name}.fps", f"{cam.fps} fps differs from the "
+                                  f"control rate {meta.control_fps}: LeRobot needs one frame per step")
+    return cameras
+
+
+def _check_steps(meta: EpisodeMeta, steps: StepArrays) -> None:
+    n = steps.num_steps
+    grid = index_to_ns(np.arange(n), meta.control_fps)
+    drift = np.abs(steps.timestamp_ns - steps.timestamp_ns[0] - grid) if n else np.zeros(0)
+    if n and int(drift.max()) > period_ns(meta.control_fps) // 4:
+        worst = int(drift.argmax())
+        raise ExportError(meta.episode_id, "timestamp_ns", f"step {worst} is {int(drift[worst])} ns off the "
+                          f"{meta.control_fps} fps grid: LeRobot needs timestamps spaced 1/fps; resample first")
+    for cam in meta.cameras:
+        frames = steps.frame_index.get(cam.name)
+        if frames is None or not np.array_equal(frames, np.arange(n)):
+            raise ExportError(meta.episode_id, f"frame.{cam.name}", "frames are not one per step (frame i at step "
+                              "i): LeRobot cannot express this alignment")
+
+
+def check_output(store: EpisodeStore, fs: fsspec.AbstractFileSystem, root: str, metas: list[EpisodeMeta]) -> None:
+    """Refuse an output inside (or around) the store or a local source, or one that exists non-empty."""
+    def overlaps(a: str, b: str) -> bool:
+        a, b = a.rstrip("/"), b.rstrip("/")
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+    if is_local(fs):
+        out = os.path.realpath(root)
+        if is_local(store.fs) and overlaps(out, os.path.realpath(store.root)):
+            raise ExportError("", "output", f"{out} overlaps the store at {store.root}: exports are never in place")
+        for source in sorted({m.source_uri for m in metas if m.source_uri and "://" not in m.source_uri}):
+            if overlaps(out, os.path.realpath(source)):
+                raise ExportError("", "output", f"{out} overlaps the source dataset {source}: never in place")
+    elif type(fs) is type(store.fs) and overlaps(fs._strip_protocol(root), store.root):
+        raise ExportError("", "output", f"{root} overlaps the store at {store.root}: exports are never in place")
+    if fs.exists(root) and (not fs.isdir(root) or fs.ls(root)):
+        raise ExportError("", "output", f"{root} exists and is not empty")
+
+
+# ---------------------------------------------------------------- writing
+
+
+class _Out:
+    """Where files go: a staging folder renamed into place (local), or the output itself (remote)."""
+
+    def __init__(self, out: str, storage_options: dict | None) -> None:
+        self.fs, self.target = fsspec.core.url_to_fs(out, **(storage_options or {}))
+        self.target = self.target.rstrip("/")
+        self.local = is_local(self.fs)
+        if self.local:
+            parent, name = os.path.split(os.path.abspath(self.target))
+            self.root = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+        else:
+            self.root = self.target
+
+    def put(self, relative: str, data: bytes) -> None:
+        path = f"{self.root}/{relative}"
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def parquet(self, relative: str, table: pa.Table) -> None:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="snappy")
+        self.put(relative, sink.getvalue())
+
+    def json(self, relative: str, data: object) -> None:
+        self.put(relative, json.dumps(data, indent=2).encode())
+
+    def jsonl(self, relative: str, rows: list[dict]) -> None:
+        self.put(relative, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    def commit(self) -> None:
+        if self.local:
+            if os.path.isdir(self.target):
+                os.rmdir(self.target)  # empty (checked): the rename needs it gone
+            os.makedirs(os.path.dirname(os.path.abspath(self.target)), exist_ok=True)
+            os.rename(self.root, self.target)
+
+    def abort(self) -> None:
+        if self.local:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, config: ExportConfig = ExportConfig(),
+                   query: CatalogQuery | None = None, storage_options: dict | None = None) -> ExportReport:
+    """Write the version's episodes (those matching ``query``) as a LeRobot dataset at ``out``."""
+    metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=_order)
+    if not metas:
+        raise ExportError("", "selection", "no episode to export")
+    cameras = _cameras(metas)
+    sink = _Out(out, storage_options)
+    check_output(store, sink.fs, sink.target, metas)
+    report = ExportReport(out, config.layout)
+    try:
+        _write(store, metas, cameras, sink, config, report)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return report
+
+
+def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera], sink: _Out, config: ExportConfig,
+           report: ExportReport) -> None:
+    tasks: dict[str, int] = {}
+    episodes = [_Episode(i, m, m.num_steps, []) for i, m in enumerate(metas)]
+    extras: dict[str, tuple[str, int | None]] = {}
+    rows = _DataWriter(sink, config)
+    for episode in episodes:
+        steps = store.read_steps(episode.meta).filled()
+        _check_steps(episode.meta, steps)
+        table = _episode_rows(episode, steps, tasks, extras, report, rows.next_index)
+        rows.add(episode, table)
+    rows.close()
+    _write_videos(store, episodes, cameras, sink, config, report)
+    first = metas[0]
+    features = _features(first, cameras, extras, config.layout)
+    task_list = sorted(tasks, key=tasks.get)
+    info = _info(first, episodes, features, len(task_list), len(cameras), config)
+    _write_meta(sink, episodes, task_list, info, config)
+    sink.json("meta/modality.json", modality_json(first.state_names, first.action_names,
+                                                  {c.name: c.key for c in cameras}, config.modality))
+    report.episodes, report.steps, report.tasks = len(episodes), sum(e.length for e in episodes), len(task_list)
+    sink.json("meta/info.json", info)  # last: a reader sees a complete dataset or none
+
+
+class _DataWriter:
+    """Step rows to Parquet: one file per episode (v2.1) or files of many episodes (v3.0)."""
+
+    def __init__(self, sink: _Out, config: ExportConfig) -> None:
+        self.sink, self.config = sink, config
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = 0
+        self.file = 0
+        self.next_index = 0
+
+    def add(self, episode: _Episode, table: pa.Table) -> None:
+        episode.start = self.next_index
+        self.next_index += table.num_rows
+        if self.config.layout == "v2.1":
+            episode.data_chunk = episode.index // self.config.chunks_size
+            self.sink.parquet(f"data/chunk-{episode.data_chunk:03d}/episode_{episode.index:06d}.parquet", table)
+            return
+        if self.pending and self.pending_bytes + table.nbytes > self.config.data_file_bytes:
+            self.flush()
+        episode.data_chunk, episode.data_file = self.file // self.config.chunks_size, self.file
+        self.pending.append(table)
+        self.pending_bytes += table.nbytes
+
+    def flush(self) -> None:
+        if self.pending:
+            chunk = self.file // self.config.chunks_size
+            self.sink.parquet(f"data/chunk-{chunk:03d}/file-{self.file:03d}.parquet", pa.concat_tables(self.pending))
+            self.pending, self.pending_bytes = [], 0
+            self.file += 1
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _fixed(values: np.ndarray) -> pa.Array:
+    values = np.ascontiguousarray(values)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def _episode_rows(episode: _Episode, steps: StepArrays, tasks: dict[str, int], extras: dict,
+                  report: ExportReport, first_index: int) -> pa.Table:
+    meta, n = episode.meta, steps.num_steps
+    local = steps.task_index.copy()
+    if meta.tasks and (local < 0).any():
+        report.warnings.append(f"episode {meta.episode_id}: {int((local < 0).sum())} steps without an "
+                               f"instruction get the episode's first task")
+        local[local < 0] = 0
+    texts = meta.tasks or [""]
+    local = np.where(local < 0, 0, local)
+    for text in texts:
+        tasks.setdefault(text, len(tasks))
+    to_global = np.array([tasks[t] for t in texts], dtype=np.int64)
+    episode.tasks = [texts[i] for i in dict.fromkeys(local.tolist())]
+    if not (steps.state_valid.all() and steps.action_valid.all()):
+        report.warnings.append(f"episode {meta.episode_id}: LeRobot has no validity masks; masked state/action "
+                               "rows are exported as stored")
+    fps = meta.control_fps
+    frame = np.arange(n, dtype=np.int64)
+    columns = {
+        "observation.state": _fixed(steps.state),
+        "action": _fixed(steps.action),
+        "timestamp": pa.array((frame * fps.denominator / fps.numerator).astype(np.float32)),
+        "frame_index": pa.array(frame),
+        "episode_index": pa.array(np.full(n, episode.index, np.int64)),
+        "index": pa.array(frame + first_index),
+        "task_index": pa.array(to_global[local]),
+    }
+    if not np.isnan(steps.reward).all():
+        columns["next.reward"] = pa.array(steps.reward.astype(np.float32))
+    if steps.is_terminal.any():
+        columns["next.done"] = pa.array(steps.is_terminal)
+    for name, values in sorted(steps.extras.items()):
+        if name in columns or name in NUMERIC_FEATURES:
+            continue
+        values = np.asarray(values)
+        if name.startswith("annotation.") and values.ndim == 1 and values.dtype.kind in "iu":
+            values = np.where(values >= 0, to_global[np.clip(values, 0, len(to_global) - 1)], -1)
+        columns[name] = _fixed(values.reshape(n, -1)) if values.ndim > 1 else pa.array(values)
+        extras.setdefault(name, (str(values.dtype), int(np.prod(values.shape[1:])) if values.ndim > 1 else None))
+    episode.stats = {"observation.state": feature_stats(steps.state), "action": feature_stats(steps.action)}
+    for name in NUMERIC_FEATURES:
+        episode.stats[name] = feature_stats(columns[name].to_numpy())
+    return pa.table(columns)
+
+
+def _video_files(episodes: list[_Episode], cameras: list[_Camera]) -> Iterator[tuple[_Camera, list[_Episode]]]:
+    """Per camera, the exported episodes grouped by the stored video object they use."""
+    for camera in cameras:
+        groups: dict[str, list[_Episode]] = {}
+        for episode in episodes:
+            groups.setdefault(episode.meta.camera(camera.name).video_sha256, []).append(episode)
+        for group in groups.values():
+            yield camera, group
+
+
+def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_Camera], sink: _Out,
+                  config: ExportConfig, report: ExportReport) -> None:
+    files = {c.name: 0 for c in cameras}
+
+    def place(camera: _Camera, data: bytes, method: str) -> tuple[int, int]:
+        number = files[camera.name]
+        files[camera.name] += 1
+        chunk = number // config.chunks_size
+        sink.put(f"videos/{camera.key}/chunk-{chunk:03d}/file-{number:03d}.mp4", data)
+        report.videos[method] = report.videos.get(method, 0) + 1
+        return chunk, number
+
+    for camera, group in _video_files(episodes, cameras):
+        cams = [e.meta.camera(camera.name) for e in group]
+        fps = float(cams[0].fps)
+        if config.layout == "v2.1":
+            for episode, cam in zip(group, cams, strict=True):
+                data, method = cut_episode(store, cam, episode.length, episode.meta.episode_id, config.encode,
+                                           config.remux)
+                chunk = episode.index // config.chunks_size
+                sink.put(f"videos/chunk-{chunk:03d}/{camera.key}/episode_{episode.index:06d}.mp4", data)
+                report.videos[method] = report.videos.get(method, 0) + 1
+            continue
+        total = store.video_input(cams[0]).probe.num_frames
+        spans = sorted((c.frame_start, e.length) for e, c in zip(group, cams, strict=True))
+        covered = [s for s, _ in spans] == list(np.cumsum([0] + [n for _, n in spans])[:-1]) and (
+            spans[-1][0] + spans[-1][1] == total)
+        if covered:
+            chunk, number = place(camera, read_object(store, cams[0]), "copy")
+            for episode, cam in zip(group, cams, strict=True):
+                episode.videos[camera.key] = (chunk, number, cam.frame_start / fps,
+                                              (cam.frame_start + episode.length) / fps)
+            continue
+        for episode, cam in zip(group, cams, strict=True):
+            data, method = cut_episode(store, cam, episode.length, episode.meta.episode_id, config.encode,
+                                       config.remux)
+            chunk, number = place(camera, data, method)
+            episode.videos[camera.key] = (chunk, number, 0.0, episode.length / fps)
+
+
+def _fps_value(fps: Fraction) -> int | float:
+    return fps.numerator if fps.denominator == 1 else float(fps)
+
+
+def _features(meta: EpisodeMeta, cameras: list[_Camera], extras: dict, layout: str) -> dict:
+    features = {c.key: video_feature(c.height, c.width, c.codec, c.pix_fmt, float(meta.control_fps), layout)
+                for c in cameras}
+    features["observation.state"] = numeric_feature(meta.state_dtype, len(meta.state_names), meta.state_names)
+    features["action"] = numeric_feature(meta.action_dtype, len(meta.action_names), meta.action_names)
+    features["timestamp"] = numeric_feature("float32", None)
+    for name in NUMERIC_FEATURES[1:]:
+        features[name] = numeric_feature("int64", None)
+    for name, (dtype, width) in sorted(extras.items()):
+        features[name] = numeric_feature(dtype, width)
+    return features
+
+
+def _info(first: EpisodeMeta, episodes: list[_Episode], features: dict, tasks: int, cameras: int,
+          config: ExportConfig) -> dict:
+    splits: dict[str, list[int]] = {}
+    for episode in episodes:
+        span = splits.setdefault(episode.meta.split, [episode.index, episode.index + 1])
+        span[1] = episode.index + 1
+    info = {"codebase_version": config.layout, "robot_type": config.robot_type or first.embodiment,
+            "total_episodes": len(episodes), "total_frames": sum(e.length for e in episodes), "total_tasks": tasks,
+            "chunks_size": config.chunks_size, "fps": _fps_value(first.control_fps),
+            "splits": {k: f"{a}:{b}" for k, (a, b) in splits.items()}}
+    if config.layout == "v2.1":
+        info |= {"total_videos": len(episodes) * cameras,
+                 "total_chunks": (len(episodes) + config.chunks_size - 1) // config.chunks_size,
+                 "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                 "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
+    else:
+        info |= {"data_files_size_in_mb": round(config.data_file_bytes / 2**20),
+                 "video_files_size_in_mb": 500,
+                 "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+                 "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"}
+    return info | {"features": features}
+
+
+def _merged(episodes: list[_Episode]) -> dict:
+    total: dict[str, FeatureStats] = {}
+    for episode in episodes:
+        for name, stats in episode.stats.items():
+            if name in total:
+                total[name].merge(stats)
+            else:
+                total[name] = FeatureStats.from_json(stats.to_json())
+    return {name: stats_entry(stats, quantiles=True) for name, stats in total.items()}
+
+
+def _write_meta(sink: _Out, episodes: list[_Episode], tasks: list[str], info: dict, config: ExportConfig) -> None:
+    sink.json("meta/stats.json", _merged(episodes))
+    if config.layout == "v2.1":
+        sink.jsonl("meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])
+        sink.jsonl("meta/episodes.jsonl", [{"episode_index": e.index, "tasks": e.tasks, "length": e.length,
+                                            "actionreel_episode_id": e.meta.episode_id} for e in episodes])
+        sink.jsonl("meta/episodes_stats.jsonl", [
+            {"episode_index": e.index, "stats": {k: stats_entry(s) for k, s in e.stats.items()}} for e in episodes])
+        return
+    frame = pd.DataFrame({"task_index": range(len(tasks))}, index=pd.Index(tasks, name="task"))
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    sink.put("meta/tasks.parquet", buffer.getvalue())
+    rows = []
+    for e in episodes:
+        row = {"episode_index": e.index, "tasks": e.tasks, "length": e.length, "data/chunk_index": e.data_chunk,
+               "data/file_index": e.data_file, "dataset_from_index": e.start, "dataset_to_index": e.start + e.length}
+        for key, (chunk, number, start, stop) in sorted(e.videos.items()):
+            row |= {f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": number,
+                    f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": stop}
+        row |= {"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                "actionreel/episode_id": e.meta.episode_id}
+        for name, stats in e.stats.items():
+            row |= {f"stats/{name}/{k}": v for k, v in stats_entry(stats).items()}
+        rows.append(row)
+    sink.parquet("meta/episodes/chunk-000/file-000.parquet", pa.Table.from_pylist(rows))

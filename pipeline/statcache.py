@@ -1,0 +1,55 @@
+"""Per-episode statistics, cached beside the store's objects, and the stats of a whole version.
+
+Derived versions (append with changed episodes, delete, select) need the exact stats of their
+live episodes. Sketches merge exactly but cannot be un-merged (a min or max cannot be removed), so
+a version's stats are the merge of its episodes' stats. Each episode's stats are computed once
+from its steps Parquet (no video is touched) and cached at
+``index/episode-stats/<key[:2]>/<key>.json`` with key = sha256(steps object, embodiment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline.stats import StatsSet, episode_stats
+from pipeline.store import EpisodeStore
+from schemas import EpisodeMeta, table_to_steps
+
+
+def cache_key(meta: EpisodeMeta) -> str:
+    return stats_key(meta.steps_sha256, meta.embodiment)
+
+
+def stats_key(steps_sha256: str, embodiment: str) -> str:
+    return hashlib.sha256(f"{steps_sha256}\0{embodiment}".encode()).hexdigest()
+
+
+def cache_path(key: str) -> str:
+    return f"index/episode-stats/{key[:2]}/{key}.json"
+
+
+def remember_episode_stats(store: EpisodeStore, meta: EpisodeMeta, stats: StatsSet) -> None:
+    store.objects.write_atomic(cache_path(cache_key(meta)), json.dumps(stats.to_json(), sort_keys=True).encode())
+
+
+def episode_stats_of(store: EpisodeStore, meta: EpisodeMeta) -> StatsSet:
+    """One stored episode's stats: from the cache, or computed from its steps and cached."""
+    path = cache_path(cache_key(meta))
+    if store.objects.exists(path):
+        return StatsSet.from_json(json.loads(store.objects.read_bytes(path)))
+    steps = table_to_steps(store.read_steps_table(meta)).filled()
+    stats = episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid)
+    remember_episode_stats(store, meta, stats)
+    return stats
+
+
+def stats_of_episodes(store: EpisodeStore, metas: list[EpisodeMeta], threads: int = 8) -> StatsSet:
+    """Stats of these episodes merged in episode-id order (deterministic bytes)."""
+    ordered = sorted(metas, key=lambda m: m.episode_id)
+    total = StatsSet()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for stats in pool.map(lambda m: episode_stats_of(store, m), ordered):
+            total.merge(stats)
+    return total

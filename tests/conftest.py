@@ -94,3 +94,11 @@ def s3_endpoint():
     yield url, options
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def create_bucket(endpoint_url: str, name: str) -> None:
+    """A bucket on the test S3 endpoint (s3fs's mkdir sends a location constraint moto rejects)."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=name)

@@ -1,8 +1,9 @@
 """The Ray Data path: a ``ray.data.Dataset`` of VLA or WAM samples, for ``iter_torch_batches`` and Ray Train.
 
 Rows are built by the same ``UnitDataset.batch_at`` as the torch loader, in an actor pool, in the
-same order (``preserve_order``), so ``ds.iter_torch_batches(batch_size=B)`` with the loader's batch
-size yields exactly the torch loader's batches for the same seed. Inside Ray Train, call it once per
+same order (``preserve_order``), so ``ds.iter_torch_batches(batch_size=B, collate_fn=collate_numpy)``
+with the loader's batch size yields exactly the torch loader's batches for the same seed (the collate
+function keeps text fields as lists; Ray's default cannot turn strings into tensors). Inside Ray Train, call it once per
 worker with that worker's rank and world size (``ray.train.get_context()``), or pass the dataset to the
 trainer and use ``ray.train.get_dataset_shard``.
 """
@@ -35,8 +36,20 @@ class _BatchBuilder:
         return {key: np.concatenate(values) for key, values in columns.items()}
 
 
-def to_ray_dataset(dataset: UnitDataset, concurrency: int = 2) -> ray.data.Dataset:
-    """This rank's epoch of ``dataset`` (from its current position) as a Ray Dataset of samples."""
+def collate_numpy(batch: dict[str, np.ndarray]) -> dict:
+    """Numeric columns -> tensors, text columns -> lists of str (as the torch loader yields them)."""
+    return {key: torch.from_numpy(np.ascontiguousarray(value)) if value.dtype.kind in "biuf"
+            else [str(v) for v in value] for key, value in batch.items()}
+
+
+def to_ray_dataset(dataset: UnitDataset, concurrency: int | None = None) -> ray.data.Dataset:
+    """This rank's epoch of ``dataset`` (from its current position) as a Ray Dataset of samples.
+
+    ``concurrency`` builder actors of one CPU each (default: the cluster's CPUs minus one: the read
+    stage needs a CPU too, and an actor pool holding every CPU starves it).
+    """
+    if concurrency is None:
+        concurrency = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
     if not dataset.batched:
         raise ValueError("build the loader with a batch_size: rows are produced a batch at a time")
     context = ray.data.DataContext.get_current()

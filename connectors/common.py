@@ -25,6 +25,12 @@ _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "v
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"), (b"RIFF", "webp"),
           (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 DECODABLE_CODECS = frozenset({"jpeg", "png", "bmp", "webp", "tiff"})
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> list:
+    """Sort ``episode_2`` before ``episode_10`` (recorders number files without padding)."""
+    return [int(part) if part.isdigit() else part for part in _NUMBER.split(text)]
 
 
 def option_list(options: dict, key: str) -> list[str] | None:

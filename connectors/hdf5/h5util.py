@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,19 +12,11 @@ import h5py
 import numpy as np
 
 from connectors.base import DatasetError, EpisodeRef, SourceError
-from connectors.common import rgb_array
+from connectors.common import natural_key, rgb_array
 from connectors.fsutil import file_sha256, open_root
 
 H5_SUFFIXES = (".hdf5", ".h5", ".he5")
 FRAME_BATCH = 64
-_NUMBER = re.compile(r"(\d+)")
-
-
-def natural_key(text: str) -> list:
-    """Sort ``episode_2`` before ``episode_10`` (recorders number files without padding)."""
-    return [int(part) if part.isdigit() else part for part in _NUMBER.split(text)]
-
-
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 

@@ -25,11 +25,12 @@ from connectors.common import (
     check_dims,
     concat_columns,
     frame_sequence,
+    natural_key,
     option_list,
     option_rate,
     vector_names,
 )
-from connectors.hdf5.h5util import attr_text, natural_key, open_h5, raw_frames, read_array
+from connectors.hdf5.h5util import attr_text, open_h5, raw_frames, read_array
 from schemas import CameraInfo, Episode, StepArrays, index_to_ns
 
 DEFAULT_FPS = Fraction(20)  # robosuite's default control_freq

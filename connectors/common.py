@@ -50,6 +50,15 @@ def option_rate(options: dict, key: str = "fps") -> Fraction | None:
     return None if value is None else parse_rate(value)
 
 
+def estimate_rate(median_interval_ns: float) -> Fraction:
+    """A nominal rate from a measured median interval: snapped to a whole rate within 1%, else exact-ish."""
+    hz = 1e9 / max(median_interval_ns, 1.0)
+    whole = round(hz)
+    if whole >= 1 and abs(hz - whole) <= 0.01 * whole:
+        return Fraction(whole)
+    return Fraction(hz).limit_denominator(1001)
+
+
 def split_name(raw: str) -> str:
     """The schema split (train/val/test) of a source split name; unknown names count as train."""
     return _SPLIT_NAMES.get(raw.strip().lower(), "train")

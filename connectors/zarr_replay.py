@@ -32,6 +32,7 @@ from connectors.common import (
     check_dims,
     concat_columns,
     dataset_name,
+    estimate_rate,
     frame_sequence,
     option_list,
     option_rate,
@@ -226,7 +227,7 @@ def _timeline(layout, options, load, n, where, episode, pusht) -> tuple[np.ndarr
         if bad.size:
             raise SourceError(where, f"timestamps not increasing at row {int(bad[0]) + 1}", episode, "data/timestamp")
         if fps is None:
-            fps = Fraction(1e9 / float(np.median(np.diff(ns)))).limit_denominator(1001) if n > 1 else DEFAULT_FPS
+            fps = estimate_rate(float(np.median(np.diff(ns)))) if n > 1 else DEFAULT_FPS
             return ns.astype(np.int64), fps, {"zarr.fps_estimated": str(fps)}
         return ns.astype(np.int64), fps, {}
     note = {}

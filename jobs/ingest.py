@@ -1,6 +1,7 @@
 """Ingest job: source dataset -> validated episodes in the store -> one committed version.
 
     python -m jobs.ingest SOURCE --store STORE [--format lerobot] [--dataset NAME] [--ref latest]
+        [--options connector-options.yaml] [--option fps=15 --option bgr_cameras=wrist]
 
 Runs episode-parallel as a Ray Data pipeline on a local Ray, or unchanged under
 ``ray job submit --working-dir . -- python -m jobs.ingest ...``.
@@ -11,9 +12,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
 
 import ray
 import typer
+import yaml
 
 from connectors import DatasetError, EpisodeRef, detect_format, get_connector
 from jobs.raycluster import init_ray
@@ -93,6 +97,26 @@ def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome
     report.version_id = commit_version(store, manifest, ref)
 
 
+def load_options(path: str | None, pairs: list[str] | None) -> dict:
+    """Connector options from a JSON/YAML file, then ``key=value`` pairs (values parsed as YAML scalars/lists)."""
+    options: dict = {}
+    if path:
+        text = Path(path).read_text()
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        if not isinstance(doc, dict):
+            raise typer.BadParameter(f"{path} must hold a mapping of option names to values", param_hint="--options")
+        options.update(doc)
+        mapping = options.get("mapping")
+        if isinstance(mapping, str) and not Path(mapping).is_absolute() and "://" not in mapping:
+            options["mapping"] = str(Path(path).resolve().parent / mapping)  # relative to the options file
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return options
+
+
 def main(
     source: str = typer.Argument(..., help="Dataset path or fsspec URL"),
     store: str = typer.Option(..., "--store", help="Episode store root (path or fsspec URL)"),
@@ -103,9 +127,14 @@ def main(
     kind: str = typer.Option(None, "--kind", help="teleop | sim | synthetic"),
     report_path: str = typer.Option(None, "--report", help="Also write the report as JSON here"),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS or local)"),
+    options_file: str = typer.Option(None, "--options", help="Connector options as a JSON or YAML file "
+                                     "(e.g. fps, camera_keys, bgr_cameras, state_keys, mapping for ROS)"),
+    option: Annotated[list[str] | None, typer.Option("--option", help="One connector option as key=value "
+                                                      "(repeatable)")] = None,
 ) -> None:
     """Ingest a source dataset into the episode store and commit a version."""
-    options = {k: v for k, v in {"embodiment": embodiment, "kind": kind}.items() if v}
+    options = load_options(options_file, option)
+    options.update({k: v for k, v in {"embodiment": embodiment, "kind": kind}.items() if v})
     try:
         report = run_ingest(source, store, format=format, dataset=dataset, options=options, ref=ref,
                             ray_address=ray_address)

@@ -89,7 +89,8 @@ def s3_endpoint():
     else:
         proc.kill()
         raise RuntimeError("moto server did not start")
-    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
     yield url, options
     proc.terminate()
     proc.wait(timeout=10)

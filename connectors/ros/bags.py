@@ -1,0 +1,169 @@
+"""Bag access behind one small interface: topics, metadata and decoded messages in log-time order.
+
+MCAP files are read with ``mcap`` (``mcap-ros2-support`` decodes CDR; JSON is parsed as is);
+rosbag2 folders (mcap or sqlite3 storage) and ROS 1 ``.bag`` files with ``rosbags``, whose
+typestore is filled from the definitions recorded in the bag.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from connectors.base import SourceError
+
+MCAP_SUFFIX = ".mcap"
+ROS1_SUFFIX = ".bag"
+DB3_SUFFIX = ".db3"
+
+
+class Bag:
+    """A recording. ``messages`` yields ``(topic, log_time_ns, decoded message)``."""
+
+    path: str
+
+    def topics(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def metadata(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def messages(self, topics: list[str], start: int | None = None, end: int | None = None,
+                 decode: bool = True) -> Iterator[tuple[str, int, Any]]:
+        """Messages of ``topics`` with ``start <= log time <= end``, in log-time order."""
+        raise NotImplementedError
+
+
+def is_bag_path(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    if fs.isdir(path):
+        return fs.exists(f"{path}/metadata.yaml")
+    return path.endswith((MCAP_SUFFIX, ROS1_SUFFIX))
+
+
+def open_bag(fs: fsspec.AbstractFileSystem, path: str) -> Bag:
+    if fs.isdir(path) or path.endswith((ROS1_SUFFIX, DB3_SUFFIX)):
+        return RosbagsBag(fs, path)
+    return McapBag(fs, path)
+
+
+class _JsonDecoderFactory:
+    """JSON-encoded MCAP channels (foxglove's JSON schemas, web recorders) decode to dicts."""
+
+    def decoder_for(self, message_encoding: str, schema) -> Callable[[bytes], Any] | None:
+        return json.loads if message_encoding == "json" else None
+
+
+class McapBag(Bag):
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.fs, self.path = fs, path
+        self._topics: dict[str, str] | None = None
+
+    def _reader(self, handle):
+        from mcap.reader import make_reader
+        from mcap_ros2.decoder import DecoderFactory
+
+        return make_reader(handle, validate_crcs=True, decoder_factories=[DecoderFactory(), _JsonDecoderFactory()])
+
+    def _guard(self, action: str):
+        return _McapErrors(self.path, action)
+
+    def topics(self) -> dict[str, str]:
+        if self._topics is None:
+            with self._guard("reading the summary"), self.fs.open(self.path, "rb") as handle:
+                reader = self._reader(handle)
+                summary = reader.get_summary()
+                if summary is None:  # unindexed file: one pass over the records
+                    found = {}
+                    for schema, channel, _ in reader.iter_messages(log_time_order=False):
+                        found[channel.topic] = schema.name if schema else ""
+                    self._topics = found
+                else:
+                    self._topics = {c.topic: (summary.schemas[c.schema_id].name if c.schema_id in summary.schemas
+                                              else "") for c in summary.channels.values()}
+        return self._topics
+
+    def metadata(self) -> dict[str, dict[str, str]]:
+        with self._guard("reading metadata"), self.fs.open(self.path, "rb") as handle:
+            return {m.name: dict(m.metadata) for m in self._reader(handle).iter_metadata()}
+
+    def messages(self, topics, start=None, end=None, decode=True):
+        with self._guard("reading messages"), self.fs.open(self.path, "rb") as handle:
+            reader = self._reader(handle)
+            if decode:
+                for item in reader.iter_decoded_messages(topics=topics, starting_at=start, ending_at=end):
+                    yield item.channel.topic, item.message.log_time, item.decoded_message
+            else:
+                for _, channel, message in reader.iter_messages(topics=topics, starting_at=start, ending_at=end):
+                    yield channel.topic, message.log_time, None
+
+
+class _McapErrors:
+    """MCAP readers raise many exception types for cut or corrupt files; all become ``SourceError``."""
+
+    def __init__(self, path: str, action: str) -> None:
+        self.path, self.action = path, action
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or isinstance(exc, (SourceError, GeneratorExit)):
+            return False
+        from mcap.exceptions import McapError
+
+        if isinstance(exc, (McapError, EOFError, OSError, ValueError, KeyError, AssertionError, UnicodeDecodeError,
+                            json.JSONDecodeError)) or type(exc).__module__.startswith(("mcap", "mcap_ros2")):
+            raise SourceError(self.path, f"unreadable MCAP while {self.action} (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}", field="mcap") from exc
+        return False
+
+
+class RosbagsBag(Bag):
+    """rosbag2 folders, their .db3/.mcap storage files, and ROS 1 bags, through ``rosbags.highlevel.AnyReader``."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            raise SourceError(path, "rosbag2 and ROS 1 bags must be local files (copy them first)")
+        self.fs, self.path = fs, path
+
+    def _open(self):
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        default = get_typestore(Stores.ROS1_NOETIC if self.path.endswith(ROS1_SUFFIX) else Stores.LATEST)
+        try:
+            reader = AnyReader([Path(self.path)], default_typestore=default)
+            reader.open()
+        except Exception as exc:  # rosbags raises its own error types per storage plugin
+            raise SourceError(self.path, f"unreadable bag (truncated or corrupt?): {type(exc).__name__}: {exc}",
+                              field="bag") from exc
+        return reader
+
+    def topics(self) -> dict[str, str]:
+        reader = self._open()
+        try:
+            return {c.topic: c.msgtype for c in reader.connections}
+        finally:
+            reader.close()
+
+    def messages(self, topics, start=None, end=None, decode=True):
+        reader = self._open()
+        try:
+            connections = [c for c in reader.connections if c.topic in set(topics)]
+            if not connections:
+                return
+            stop = None if end is None else end + 1
+            try:
+                for connection, stamp, raw in reader.messages(connections=connections, start=start, stop=stop):
+                    yield connection.topic, int(stamp), reader.deserialize(raw, connection.msgtype) if decode else None
+            except SourceError:
+                raise
+            except Exception as exc:
+                raise SourceError(self.path, f"unreadable message (truncated or corrupt?): {type(exc).__name__}: {exc}",
+                                  field="bag") from exc
+        finally:
+            reader.close()

@@ -21,7 +21,7 @@ import yaml
 
 from connectors import DatasetError, EpisodeRef, detect_format, get_connector
 from jobs.raycluster import init_ray
-from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats
+from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats, quarantine_inconsistent
 from pipeline.report import JobReport
 from pipeline.store import EpisodeStore
 from pipeline.versions import VersionManifest, commit_version, write_stats
@@ -57,7 +57,7 @@ def run_ingest(source: str, store_uri: str, *, format: str | None = None, datase
         dataset_rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
             _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
                                     "config": config})
-        outcomes = [IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()]
+        outcomes = quarantine_inconsistent([IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()])
     store = EpisodeStore(store_uri, storage_options)
     _commit(store, report, outcomes, discovery, name, options, config, ref)
     report.seconds = time.perf_counter() - started

@@ -16,7 +16,7 @@ from pipeline.report import quarantine_record
 from pipeline.stats import StatsSet, episode_stats
 from pipeline.store import EpisodeStore
 from pipeline.video import EncodeConfig
-from schemas import SCHEMA_VERSION, Episode, EpisodeMeta, meta_to_row, table_to_steps
+from schemas import SCHEMA_VERSION, Episode, EpisodeMeta, EpisodeValidationError, meta_to_row, table_to_steps
 
 # Bump when the bytes the store writes for the same source change (invalidates ingest memos).
 STORE_WRITER_VERSION = "1"
@@ -80,6 +80,36 @@ def _stored_stats(store: EpisodeStore, meta: EpisodeMeta) -> dict:
     """Stats of an already-stored episode from its steps Parquet (no video is touched)."""
     steps = table_to_steps(store.read_steps_table(meta)).filled()
     return episode_stats(meta.embodiment, steps.state, steps.action, steps.state_valid, steps.action_valid).to_json()
+
+
+def quarantine_inconsistent(outcomes: list[IngestOutcome]) -> list[IngestOutcome]:
+    """Episodes of one embodiment must share state and action widths (stats, shards and loaders rely on it).
+
+    The most common widths of an embodiment win (ties: the first episode id); the other episodes are
+    quarantined with the reason instead of failing the whole job when their stats cannot merge.
+    """
+    widths: dict[str, dict[tuple[int, int], list[str]]] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.episode_id):
+        if outcome.row is not None:
+            key = (len(outcome.row["state_names"] or []), len(outcome.row["action_names"] or []))
+            widths.setdefault(outcome.row["embodiment"], {}).setdefault(key, []).append(outcome.episode_id)
+    kept = {e: max(groups.items(), key=lambda kv: len(kv[1]))[0] for e, groups in widths.items()}
+    out = []
+    for outcome in outcomes:
+        row = outcome.row
+        if row is not None:
+            state, action = len(row["state_names"] or []), len(row["action_names"] or [])
+            expected = kept[row["embodiment"]]
+            if (state, action) != expected:
+                field_name = "state" if state != expected[0] else "action"
+                error = EpisodeValidationError(outcome.episode_id, field_name, (
+                    f"{state} state / {action} action dims, but most {row['embodiment']} episodes have "
+                    f"{expected[0]} / {expected[1]}; set a distinct embodiment to keep them"), row["source_uri"])
+                outcome = IngestOutcome(outcome.source_key, outcome.episode_id, "quarantined",
+                                        quarantine=quarantine_record(outcome.source_key, outcome.episode_id, error),
+                                        seconds=outcome.seconds)
+        out.append(outcome)
+    return out
 
 
 def merge_stats(outcomes: list[IngestOutcome]) -> StatsSet:

@@ -71,7 +71,8 @@ def read_aloha_episode(fs: fsspec.AbstractFileSystem, path: str, ref: EpisodeRef
                        frame_index={c.name: np.arange(n, dtype=np.int32) for c in cameras}, extras=extras)
     meta = build_meta(ref_dataset=ref.dataset, ref_key=ref.key, ref_uri=ref.uri, source_format="aloha_hdf5",
                       options=options, fps=fps, num_steps=n, state=state, state_names=_names(state.shape[1], "qpos"),
-                      action=action, action_names=action_names, embodiment="aloha",
+                      action=action, action_names=action_names,
+                      embodiment="mobile_aloha" if action_space == "mixed" else "aloha",
                       kind="sim" if sim else "teleop", action_space=action_space, action_representation="absolute",
                       extras=meta_extras)
     meta.cameras = cameras

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -181,12 +182,16 @@ def _read_episode(layout: ZarrLayout, ref: EpisodeRef) -> Episode:
     def load(key: str) -> np.ndarray:
         if key not in layout.arrays:
             raise SourceError(where, f"missing array data/{key}", ref.key, f"data/{key}")
-        absent = _absent_rows(layout, layout.arrays[key], start, stop)
+        info = layout.arrays[key]
+        if info.shape[0] < stop:
+            raise SourceError(where, f"shape mismatch: data/{key} has {info.shape[0]} rows, the episode needs rows "
+                              f"{start}..{stop - 1}", ref.key, f"data/{key}")
+        absent = _absent_rows(layout, info, start, stop)
         if absent:
             raise SourceError(where, f"chunks absent for rows {absent}: zarr would return the fill value", ref.key,
                               f"data/{key}")
-        values = _zarr_array(group, layout, key, where, ref.key)[start:stop]
-        return values.reshape(n, -1)
+        array = _zarr_array(group, layout, key, where, ref.key)
+        return _rows_of(array, start, stop, where, ref.key, f"data/{key}").reshape(n, -1)
 
     parts = [(k, load(k), vector_names(k, int(np.prod(layout.arrays[k].shape[1:])))) for k in state_keys]
     state, state_names = concat_columns(parts, n)
@@ -255,13 +260,25 @@ def _cameras(layout, group, keys, start, stop, fps, where, episode):
 
         def produce(array=array, field_name=field_name) -> Iterator[np.ndarray]:
             for first in range(start, stop, FRAME_BATCH):
-                batch = _as_uint8(array[first:min(stop, first + FRAME_BATCH)], where, episode, field_name, first)
+                rows = _rows_of(array, first, min(stop, first + FRAME_BATCH), where, episode, field_name)
+                batch = _as_uint8(rows, where, episode, field_name, first)
                 yield from batch
 
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=field_name))
         videos[name] = frame_sequence(produce, n, fps, height, width, where, episode, field_name)
     return cameras, videos
+
+
+def _rows_of(array, start: int, stop: int, where: str, episode: str, field_name: str) -> np.ndarray:
+    """Rows of a zarr array; a corrupt chunk (bad compression, cut file) becomes an error naming the field."""
+    try:
+        return np.asarray(array[start:stop])
+    except SourceError:
+        raise
+    except Exception as exc:  # codecs raise their own types (RuntimeError from blosc, ValueError...)
+        raise SourceError(where, f"unreadable chunk data for rows {start}..{stop - 1}: {type(exc).__name__}: {exc}",
+                          episode, field_name) from exc
 
 
 def _as_uint8(batch: np.ndarray, where: str, episode: str, field_name: str, first_row: int) -> np.ndarray:
@@ -403,20 +420,21 @@ def _array_info(name: str, doc: dict, where: str) -> ArrayInfo:
         raise DatasetError(where, f"array metadata lacks {exc}") from exc
 
 
-_CACHE: OrderedDict[str, ZarrLayout] = OrderedDict()
+_CACHE: OrderedDict[str, tuple[float, ZarrLayout]] = OrderedDict()
 _LOCK = threading.Lock()
+CACHE_SECONDS = 120.0  # long-lived workers re-list the store after this (chunks may have been added)
 
 
 def load_layout(uri: str, storage_options: dict | None = None) -> ZarrLayout:
     """Array metadata, episode ends and the set of chunks present (memoized per process)."""
     key = json.dumps([uri, storage_options], sort_keys=True, default=str)
     with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        if key in _CACHE and time.monotonic() - _CACHE[key][0] < CACHE_SECONDS:
+            return _CACHE[key][1]
     fs, root = open_root(uri, storage_options)
     layout = _zip_layout(uri, fs, root) if root.endswith(".zip") and fs.isfile(root) else _dir_layout(uri, fs, root)
     with _LOCK:
-        _CACHE[key] = layout
+        _CACHE[key] = (time.monotonic(), layout)
         while len(_CACHE) > 16:
             _CACHE.popitem(last=False)
     return layout

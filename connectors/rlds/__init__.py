@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -165,16 +166,17 @@ def _shard_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     return sorted(n for n in names if ".tfrecord" in n)
 
 
-_CACHE: OrderedDict[str, RldsLayout] = OrderedDict()
+_CACHE: OrderedDict[str, tuple[float, RldsLayout]] = OrderedDict()
 _LOCK = threading.Lock()
+CACHE_SECONDS = 120.0  # long-lived workers re-read the metadata after this
 
 
 def load_layout(uri: str, storage_options: dict | None = None) -> RldsLayout:
     """The dataset's shard files and feature specs (memoized per process: workers read many episodes)."""
     key = json.dumps([uri, storage_options], sort_keys=True, default=str)
     with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+        if key in _CACHE and time.monotonic() - _CACHE[key][0] < CACHE_SECONDS:
+            return _CACHE[key][1]
     fs, root = open_root(uri, storage_options)
     if fs.isfile(root):
         folder, name = root.rsplit("/", 1) if "/" in root else (".", root)
@@ -191,7 +193,7 @@ def load_layout(uri: str, storage_options: dict | None = None) -> RldsLayout:
     if fs.exists(features_path):
         layout.specs = parse_features(read_json(fs, features_path), features_path)
     with _LOCK:
-        _CACHE[key] = layout
+        _CACHE[key] = (time.monotonic(), layout)
         while len(_CACHE) > 64:
             _CACHE.popitem(last=False)
     return layout

@@ -9,7 +9,7 @@ from pipeline.ingest import IngestConfig
 from pipeline.store import EpisodeStore
 from pipeline.versions import load_catalog, resolve
 from pipeline.video import EncodeConfig, PyAVDecoder
-from schemas import EpisodeMeta, StepArrays, table_to_metas
+from schemas import EpisodeMeta, StepArrays, make_episode_id, table_to_metas
 
 # libx264rgb at crf 0 on rgb24 is bit-exact: lossless sources must come back equal.
 LOSSLESS = IngestConfig(encode=EncodeConfig(codec="libx264rgb", crf=0, pix_fmt="rgb24"))
@@ -63,12 +63,17 @@ def quarantine_by_key(report) -> dict[str, dict]:
     return {q["source_key"]: q for q in report.quarantined}
 
 
-def assert_quarantined(report, key: str, *, file_part: str, field: str, words: str, metas: dict) -> None:
-    """The episode is quarantined with a reason naming file, episode and field, and is not in the catalog."""
+def assert_quarantined(report, key: str, *, file_part: str, field: str, words: str, metas: dict,
+                       dataset: str = "") -> None:
+    """The episode is quarantined with a reason naming file, episode and field, and is not in the catalog.
+
+    Connector errors name the episode by its source key; store errors by its episode id.
+    """
     record = quarantine_by_key(report).get(key)
     assert record is not None, f"{key} not quarantined: {report.quarantined}"
     assert file_part in record["file"], record
     assert record["field"] == field, record
-    assert key in record["reason"] or record["episode_id"], record
+    assert record["episode_id"] in {key, make_episode_id(dataset, key) if dataset else key}, record
+    assert record["episode_id"] in record["reason"], record
     assert words in record["reason"], record
     assert key not in metas

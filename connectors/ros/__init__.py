@@ -89,7 +89,7 @@ class RosConnector:
         fs, path = _bag_path(ref)
         if ref.options.get("window_error"):
             raise SourceError(path, ref.options["window_error"], ref.key, "split")
-        bag = open_bag(fs, path)
+        bag = open_bag(fs, path, ref.key)
         window = ref.options.get("window")
         mapping = _mapping(load_mapping_doc(ref.options.get("mapping")), bag, path)
         return read_ros_episode(bag, mapping, ref, tuple(window) if window else None)
@@ -100,7 +100,8 @@ def _mapping(doc: dict | None, bag: Bag, path: str) -> Mapping:
         return parse_mapping(doc, "mapping")
     mapping = auto_mapping(bag.topics())
     if not mapping.state and not mapping.cameras:
-        raise SourceError(path, "no mapping option and no JointState or image topic to guess one from", field="mapping")
+        raise SourceError(path, "no mapping option and no JointState or image topic to guess one from", bag.episode,
+                          "mapping")
     return mapping
 
 

@@ -22,9 +22,10 @@ DB3_SUFFIX = ".db3"
 
 
 class Bag:
-    """A recording. ``messages`` yields ``(topic, log_time_ns, decoded message)``."""
+    """A recording. ``messages`` yields ``(topic, log_time_ns, decoded message)``; errors name ``episode``."""
 
     path: str
+    episode: str = ""
 
     def topics(self) -> dict[str, str]:
         raise NotImplementedError
@@ -44,10 +45,10 @@ def is_bag_path(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return path.endswith((MCAP_SUFFIX, ROS1_SUFFIX))
 
 
-def open_bag(fs: fsspec.AbstractFileSystem, path: str) -> Bag:
+def open_bag(fs: fsspec.AbstractFileSystem, path: str, episode: str = "") -> Bag:
     if fs.isdir(path) or path.endswith((ROS1_SUFFIX, DB3_SUFFIX)):
-        return RosbagsBag(fs, path)
-    return McapBag(fs, path)
+        return RosbagsBag(fs, path, episode)
+    return McapBag(fs, path, episode)
 
 
 class _JsonDecoderFactory:
@@ -58,8 +59,8 @@ class _JsonDecoderFactory:
 
 
 class McapBag(Bag):
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
-        self.fs, self.path = fs, path
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, episode: str = "") -> None:
+        self.fs, self.path, self.episode = fs, path, episode
         self._topics: dict[str, str] | None = None
 
     def _reader(self, handle):
@@ -69,7 +70,7 @@ class McapBag(Bag):
         return make_reader(handle, validate_crcs=True, decoder_factories=[DecoderFactory(), _JsonDecoderFactory()])
 
     def _guard(self, action: str):
-        return _McapErrors(self.path, action)
+        return _McapErrors(self.path, action, self.episode)
 
     def topics(self) -> dict[str, str]:
         if self._topics is None:
@@ -104,8 +105,8 @@ class McapBag(Bag):
 class _McapErrors:
     """MCAP readers raise many exception types for cut or corrupt files; all become ``SourceError``."""
 
-    def __init__(self, path: str, action: str) -> None:
-        self.path, self.action = path, action
+    def __init__(self, path: str, action: str, episode: str) -> None:
+        self.path, self.action, self.episode = path, action, episode
 
     def __enter__(self):
         return self
@@ -118,17 +119,17 @@ class _McapErrors:
         if isinstance(exc, (McapError, EOFError, OSError, ValueError, KeyError, AssertionError, UnicodeDecodeError,
                             json.JSONDecodeError)) or type(exc).__module__.startswith(("mcap", "mcap_ros2")):
             raise SourceError(self.path, f"unreadable MCAP while {self.action} (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}", field="mcap") from exc
+                              f"{type(exc).__name__}: {exc}", self.episode, "mcap") from exc
         return False
 
 
 class RosbagsBag(Bag):
     """rosbag2 folders, their .db3/.mcap storage files, and ROS 1 bags, through ``rosbags.highlevel.AnyReader``."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, episode: str = "") -> None:
         if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-            raise SourceError(path, "rosbag2 and ROS 1 bags must be local files (copy them first)")
-        self.fs, self.path = fs, path
+            raise SourceError(path, "rosbag2 and ROS 1 bags must be local files (copy them first)", episode, "bag")
+        self.fs, self.path, self.episode = fs, path, episode
 
     def _open(self):
         from rosbags.highlevel import AnyReader
@@ -140,7 +141,7 @@ class RosbagsBag(Bag):
             reader.open()
         except Exception as exc:  # rosbags raises its own error types per storage plugin
             raise SourceError(self.path, f"unreadable bag (truncated or corrupt?): {type(exc).__name__}: {exc}",
-                              field="bag") from exc
+                              self.episode, "bag") from exc
         return reader
 
     def topics(self) -> dict[str, str]:
@@ -164,6 +165,6 @@ class RosbagsBag(Bag):
                 raise
             except Exception as exc:
                 raise SourceError(self.path, f"unreadable message (truncated or corrupt?): {type(exc).__name__}: {exc}",
-                                  field="bag") from exc
+                                  self.episode, "bag") from exc
         finally:
             reader.close()

@@ -67,9 +67,10 @@ def read_video_episode(fs: fsspec.AbstractFileSystem, root: str, ref: EpisodeRef
     extras["video_folder.sidecar"] = ref.key
     if convention:
         extras["video_folder.action_convention"] = convention
+    state_valid = _finite_rows(state) if state.shape[1] else np.zeros(n, bool)
+    action_valid = _finite_rows(action) & (np.ones(n, bool) if action_valid is None else action_valid)
     steps = StepArrays(timestamp_ns=timestamps, state=state, action=action, frame_index=frame_index,
-                       task_index=task_index, state_valid=None if state.shape[1] else np.zeros(n, bool),
-                       action_valid=action_valid, extras=step_extras)
+                       task_index=task_index, state_valid=state_valid, action_valid=action_valid, extras=step_extras)
     meta = build_meta(ref_dataset=ref.dataset, ref_key=ref.key, ref_uri=ref.uri, source_format="video_folder",
                       options=options, fps=fps, num_steps=n, state=state,
                       state_names=vector_names(state_key or "state", state.shape[1]), action=action,
@@ -77,6 +78,13 @@ def read_video_episode(fs: fsspec.AbstractFileSystem, root: str, ref: EpisodeRef
                       duration_ns=int(timestamps[-1]) + period_ns(fps))
     meta.cameras = cameras
     return Episode(meta=meta, steps=steps, videos=sources)
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """Rows a sidecar left empty (NaN, null) are masked rather than stored as numbers."""
+    if values.shape[1] == 0:
+        return np.zeros(values.shape[0], bool)
+    return np.isfinite(values).all(axis=1) if values.dtype.kind == "f" else np.ones(values.shape[0], bool)
 
 
 def _sidecar_rate(sidecar: Sidecar) -> Fraction | None:

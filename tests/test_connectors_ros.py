@@ -358,3 +358,17 @@ def test_bad_input_is_quarantined(bad, key, field, words):
     report, _, metas = bad
     assert_quarantined(report, key, file_part=key, field=field, words=words, metas=metas)
     assert set(metas) == {"good.mcap"}
+
+
+def test_frames_are_read_again_beyond_the_memory_budget(alignment, monkeypatch):
+    from connectors.ros import reader
+
+    root, streams = alignment
+    connector = get_connector("ros")
+    ref = connector.discover(str(root), {"mapping": alignment_mapping("asof")}).refs[0]
+    kept = list(connector.read(ref).videos["front"].frames())
+    monkeypatch.setattr(reader, "MAX_KEPT_IMAGE_BYTES", 0)
+    reread = list(connector.read(ref).videos["front"].frames())
+    assert len(kept) == len(reread) == 90
+    assert all(np.array_equal(a, b) for a, b in zip(kept, reread, strict=True))
+    assert psnr(kept[45], streams["images"][45]) >= 40.0

@@ -172,3 +172,23 @@ def test_unknown_codec_is_named(bad):
     assert_quarantined(report, "0", file_part="jpegxl.zarr", field="data/wrist", words="imagecodecs_jpegxl",
                        metas=metas)
     assert "pip install imagecodecs" in report.quarantined[0]["reason"]
+
+
+def test_zip_store(tmp_path):
+    values = {k: v for k, v in buffer_values().items() if k in ("state", "action", "wrist")}
+    path = tmp_path / "buffer.zarr.zip"
+    store = zarr.storage.ZipStore(str(path), mode="w")
+    group = zarr.open_group(store, mode="w", zarr_format=2)
+    for key, array in values.items():
+        group.create_array(f"data/{key}", shape=array.shape, dtype=array.dtype, chunks=(4, *array.shape[1:]))[:] = array
+    group.create_array("meta/episode_ends", shape=ENDS.shape, dtype=np.int64, chunks=ENDS.shape)[:] = ENDS
+    store.close()
+    assert detect_format(str(path)) == "zarr_replay"
+    connector = get_connector("zarr_replay")
+    refs = connector.discover(str(path)).refs
+    assert [r.key for r in refs] == ["0", "1", "2"]
+    episode = connector.read(refs[1])
+    assert np.array_equal(episode.steps.state, values["state"][5:12])
+    frames = list(episode.videos["wrist"].frames())
+    assert all(np.array_equal(a, b) for a, b in zip(frames, values["wrist"][5:12], strict=True))
+    assert connector.checksum(refs[1]) != connector.checksum(refs[2])

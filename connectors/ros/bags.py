@@ -7,8 +7,9 @@ typestore is filled from the definitions recorded in the bag.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,25 @@ class Bag:
         return {}
 
     def messages(self, topics: list[str], start: int | None = None, end: int | None = None,
-                 decode: bool = True) -> Iterator[tuple[str, int, Any]]:
-        """Messages of ``topics`` with ``start <= log time <= end``, in log-time order."""
+                 decode: bool | Collection[str] = True) -> Iterator[tuple[str, int, Any]]:
+        """Messages of ``topics`` with ``start <= log time <= end``, in log-time order.
+
+        ``decode`` is True, False, or the topics to decode; the others yield a ``Raw`` message that
+        decodes on demand (a first pass keeps image payloads without deserializing them).
+        """
         raise NotImplementedError
+
+
+class Raw:
+    """A serialized message and the function that decodes it."""
+
+    __slots__ = ("data", "decoder")
+
+    def __init__(self, data: bytes, decoder: Callable[[bytes], Any]) -> None:
+        self.data, self.decoder = data, decoder
+
+    def decode(self) -> Any:
+        return self.decoder(self.data)
 
 
 def is_bag_path(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -92,14 +109,28 @@ class McapBag(Bag):
             return {m.name: dict(m.metadata) for m in self._reader(handle).iter_metadata()}
 
     def messages(self, topics, start=None, end=None, decode=True):
+        wanted = set(topics) if decode is True else set(decode or ())
         with self._guard("reading messages"), self.fs.open(self.path, "rb") as handle:
             reader = self._reader(handle)
-            if decode:
-                for item in reader.iter_decoded_messages(topics=topics, starting_at=start, ending_at=end):
-                    yield item.channel.topic, item.message.log_time, item.decoded_message
-            else:
-                for _, channel, message in reader.iter_messages(topics=topics, starting_at=start, ending_at=end):
-                    yield channel.topic, message.log_time, None
+            decoders: dict[int, Callable[[bytes], Any]] = {}
+            for schema, channel, message in reader.iter_messages(topics=topics, starting_at=start, ending_at=end):
+                decoder = decoders.get(channel.id)
+                if decoder is None:
+                    decoder = decoders[channel.id] = self._decoder(channel, schema)
+                if channel.topic in wanted:
+                    yield channel.topic, message.log_time, decoder(message.data)
+                else:
+                    yield channel.topic, message.log_time, Raw(message.data, decoder)
+
+    def _decoder(self, channel, schema) -> Callable[[bytes], Any]:
+        from mcap_ros2.decoder import DecoderFactory
+
+        for factory in (DecoderFactory(), _JsonDecoderFactory()):
+            decoder = factory.decoder_for(channel.message_encoding, schema)
+            if decoder is not None:
+                return decoder
+        raise SourceError(self.path, f"no decoder for message encoding {channel.message_encoding!r} "
+                          f"(schema {schema.name if schema else None!r})", self.episode, channel.topic)
 
 
 class _McapErrors:
@@ -121,6 +152,10 @@ class _McapErrors:
             raise SourceError(self.path, f"unreadable MCAP while {self.action} (truncated or corrupt?): "
                               f"{type(exc).__name__}: {exc}", self.episode, "mcap") from exc
         return False
+
+
+def _deserialize(deserialize, raw: bytes, msgtype: str) -> Any:
+    return deserialize(raw, msgtype)
 
 
 class RosbagsBag(Bag):
@@ -158,9 +193,14 @@ class RosbagsBag(Bag):
             if not connections:
                 return
             stop = None if end is None else end + 1
+            wanted = set(topics) if decode is True else set(decode or ())
+            typestore = reader.typestore  # kept: Raw messages decode after the reader closes
+            deserialize = typestore.deserialize_cdr if reader.is2 else typestore.deserialize_ros1
             try:
                 for connection, stamp, raw in reader.messages(connections=connections, start=start, stop=stop):
-                    yield connection.topic, int(stamp), reader.deserialize(raw, connection.msgtype) if decode else None
+                    decoder = functools.partial(_deserialize, deserialize, msgtype=connection.msgtype)
+                    message = decoder(raw) if connection.topic in wanted else Raw(bytes(raw), decoder)
+                    yield connection.topic, int(stamp), message
             except SourceError:
                 raise
             except Exception as exc:

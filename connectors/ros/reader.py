@@ -24,7 +24,7 @@ from connectors.common import (
     task_table,
     vector_names,
 )
-from connectors.ros.bags import Bag
+from connectors.ros.bags import Bag, Raw
 from connectors.ros.config import CameraSpec, Mapping, StreamSpec
 from connectors.ros.fields import (
     FieldError,
@@ -39,6 +39,30 @@ from connectors.ros.resample import fixed_ticks, resample
 from schemas import NS_PER_S, CameraInfo, Episode, StepArrays, align_nearest, period_ns
 
 MAX_METADATA_CHARS = 4096
+MAX_KEPT_IMAGE_BYTES = 256 * 1024 * 1024  # image payloads kept from the first pass; beyond, frames are re-read
+
+
+@dataclass
+class _Frames:
+    """A camera's frames in the first pass: times on its clock and, within a memory budget, the payloads."""
+
+    topic: str
+    bgr: bool
+    times: list[int] = field(default_factory=list)
+    payloads: list | None = field(default_factory=list)
+    first_log: int = 0
+    shape: tuple = ()
+
+
+def _decoded(message):
+    return message.decode() if isinstance(message, Raw) else message
+
+
+def _payload_bytes(message) -> int:
+    if isinstance(message, Raw):
+        return len(message.data)
+    data = message.get("data") if isinstance(message, dict) else getattr(message, "data", b"")
+    return len(data) if hasattr(data, "__len__") else 0
 
 
 @dataclass
@@ -110,12 +134,16 @@ def _first_pass(bag: Bag, mapping: Mapping, streams: list[StreamSpec], msgtypes:
         by_topic.setdefault(spec.topic, []).append(spec)
     cameras = {c.topic: c for c in mapping.cameras}
     series = {_key(s): _Series() for s in streams}
-    frames: dict[str, list] = {c.name: [] for c in mapping.cameras}
+    frames = {c.name: _Frames(c.topic, c.bgr) for c in mapping.cameras}
+    kept_bytes = 0
     tick_times: list[int] = []
     topics = sorted(set(by_topic) | set(cameras) | ({mapping.rate_topic} if mapping.rate_topic else set()))
     rate_spec = next((s for s in streams if s.topic == mapping.rate_topic), StreamSpec(topic=mapping.rate_topic))
     start, end = window if window else (None, None)
-    for topic, log_time, message in bag.messages(topics, start, end):
+    # Image payloads are only needed when their header stamp is the clock; geometry comes from one frame later.
+    decode = set(by_topic) | {mapping.rate_topic} | {c.topic for c in mapping.cameras
+                                                     if (c.clock or mapping.clock) == "header"}
+    for topic, log_time, message in bag.messages(topics, start, end, decode=decode):
         if topic == mapping.rate_topic:
             tick_times.append(_clock_time(message, log_time, rate_spec.clock or mapping.clock, rate_spec.stamp_field,
                                           bag.path, episode, topic))
@@ -128,9 +156,20 @@ def _first_pass(bag: Bag, mapping: Mapping, streams: list[StreamSpec], msgtypes:
             when = _clock_time(message, log_time, camera.clock or mapping.clock, camera.stamp_field, bag.path,
                                episode, topic)
             record = frames[camera.name]
-            if not record:
-                record.append(decode_ros_image(message, bag.path, episode, topic, camera.bgr).shape)
-            record.append(when)
+            if not record.times:
+                record.first_log = log_time
+            record.times.append(when)
+            if record.payloads is not None:
+                kept_bytes += _payload_bytes(message)
+                record.payloads.append(message)
+                if kept_bytes > MAX_KEPT_IMAGE_BYTES:
+                    for other in frames.values():
+                        other.payloads = None
+    for record in frames.values():
+        if record.times:
+            first = record.payloads[0] if record.payloads else next(
+                m for _, _, m in bag.messages([record.topic], record.first_log, record.first_log))
+            record.shape = decode_ros_image(_decoded(first), bag.path, episode, record.topic, record.bgr).shape
     return series, frames, tick_times
 
 
@@ -237,12 +276,12 @@ def _cameras(bag: Bag, mapping: Mapping, frames: dict, ticks: np.ndarray, fps: F
     cameras, videos, frame_index = [], {}, {}
     for spec in mapping.cameras:
         record = frames[spec.name]
-        if not record:
+        if not record.times:
             raise SourceError(bag.path, "no image messages in this episode", episode, spec.topic)
-        shape, times = record[0], np.asarray(record[1:], dtype=np.int64)
+        times = np.asarray(record.times, dtype=np.int64)
         if np.any(np.diff(times) < 0):
             raise SourceError(bag.path, "frame stamps go backwards on this clock", episode, spec.topic)
-        height, width = int(shape[0]), int(shape[1])
+        height, width = int(record.shape[0]), int(record.shape[1])
         check_dims(height, width, bag.path, episode, spec.topic)
         interval = int(np.median(np.diff(times))) if times.size > 1 else period_ns(fps)
         camera_fps = estimate_rate(interval)
@@ -251,15 +290,21 @@ def _cameras(bag: Bag, mapping: Mapping, frames: dict, ticks: np.ndarray, fps: F
         frame_index[spec.name] = align_nearest(ticks, times, tolerance)
         cameras.append(CameraInfo(name=spec.name, width=width, height=height, fps=camera_fps, codec="",
                                   num_frames=int(times.size), source_key=spec.topic))
-        videos[spec.name] = frame_sequence(_frames(bag, spec, window, episode), int(times.size), camera_fps, height,
-                                           width, bag.path, episode, spec.topic)
+        videos[spec.name] = frame_sequence(_frames(bag, spec, window, episode, record.payloads), int(times.size),
+                                           camera_fps, height, width, bag.path, episode, spec.topic)
     return cameras, videos, frame_index
 
 
-def _frames(bag: Bag, spec: CameraSpec, window, episode: str):
+def _frames(bag: Bag, spec: CameraSpec, window, episode: str, payloads: list | None):
+    """Frames from the payloads kept in the first pass, or (over the memory budget) from a second read."""
+
     def produce() -> Iterator[np.ndarray]:
-        start, end = window if window else (None, None)
-        for _, _, message in bag.messages([spec.topic], start, end):
+        if payloads is not None:
+            messages = (_decoded(p) for p in payloads)
+        else:
+            start, end = window if window else (None, None)
+            messages = (m for _, _, m in bag.messages([spec.topic], start, end))
+        for message in messages:
             yield decode_ros_image(message, bag.path, episode, spec.topic, spec.bgr)
 
     return produce

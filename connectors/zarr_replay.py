@@ -47,6 +47,7 @@ __all__ = ["ZarrReplayConnector"]
 DEFAULT_FPS = Fraction(10)
 PUSHT_KEYS = {"state", "action", "keypoint", "n_contacts"}
 FRAME_BATCH = 64
+MAX_BATCH_BYTES = 256 * 1024 * 1024
 _MISSING_POLICIES = ("skip", "drop_camera")
 
 
@@ -258,16 +259,26 @@ def _cameras(layout, group, keys, start, stop, fps, where, episode):
         check_dims(height, width, where, episode, field_name)
         name = camera_name(key, used)
 
-        def produce(array=array, field_name=field_name) -> Iterator[np.ndarray]:
-            for first in range(start, stop, FRAME_BATCH):
-                rows = _rows_of(array, first, min(stop, first + FRAME_BATCH), where, episode, field_name)
-                batch = _as_uint8(rows, where, episode, field_name, first)
-                yield from batch
+        batch = _batch_rows(info)
+
+        def produce(array=array, field_name=field_name, batch=batch) -> Iterator[np.ndarray]:
+            first = start
+            while first < stop:
+                last = min(stop, (first // batch + 1) * batch)  # batches end on chunk boundaries
+                rows = _rows_of(array, first, last, where, episode, field_name)
+                yield from _as_uint8(rows, where, episode, field_name, first)
+                first = last
 
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=field_name))
         videos[name] = frame_sequence(produce, n, fps, height, width, where, episode, field_name)
     return cameras, videos
+
+
+def _batch_rows(info: ArrayInfo) -> int:
+    """Rows per read: one chunk (each chunk is decompressed once), unless a chunk is too big to hold."""
+    row_bytes = int(np.prod(info.shape[1:])) * np.dtype(info.dtype).itemsize
+    return info.chunks[0] if info.chunks[0] * row_bytes <= MAX_BATCH_BYTES else FRAME_BATCH
 
 
 def _rows_of(array, start: int, stop: int, where: str, episode: str, field_name: str) -> np.ndarray:

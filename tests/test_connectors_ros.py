@@ -277,13 +277,13 @@ def test_split_by_gap_and_by_marker_topic(tmp_path):
     bursts = [(0, 5), (3, 7), (7, 4)]  # (start second, messages at 10 Hz)
     events = [(T0 + s * 10**9 + i * 100 * MS, "/state", {"q": [s, i]}) for s, count in bursts for i in range(count)]
     events += [(T0 + s * 10**9 - MS, "/episode", {"data": True}) for s, _ in bursts]
-    write_json_mcap(tmp_path / "session.mcap", events)
+    write_json_mcap(tmp_path / "recording.mcap", events)
     connector = get_connector("ros")
     for split in ({"by": "gap", "gap_s": 1.0}, {"by": "topic", "topic": "/episode", "field": "data"}):
         mapping = {"rate_topic": "/state", "state": [{"topic": "/state", "field": "q", "policy": "nearest",
                                                       "tolerance_ms": 0}], "split": split}
-        refs = connector.discover(str(tmp_path / "session.mcap"), {"mapping": mapping}).refs
-        assert [r.key for r in refs] == ["session.mcap#0", "session.mcap#1", "session.mcap#2"]
+        refs = connector.discover(str(tmp_path / "recording.mcap"), {"mapping": mapping}).refs
+        assert [r.key for r in refs] == ["recording.mcap#0", "recording.mcap#1", "recording.mcap#2"]
         for (second, count), ref in zip(bursts, refs, strict=True):
             episode = connector.read(ref)
             assert episode.meta.num_steps == count and episode.meta.control_fps == 10

@@ -192,3 +192,22 @@ def test_zip_store(tmp_path):
     frames = list(episode.videos["wrist"].frames())
     assert all(np.array_equal(a, b) for a, b in zip(frames, values["wrist"][5:12], strict=True))
     assert connector.checksum(refs[1]) != connector.checksum(refs[2])
+
+
+def test_zarr_v3_layout_and_its_chunk_keys(tmp_path):
+    path = tmp_path / "v3.zarr"
+    values = buffer_values()
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for key in ("state", "wrist"):
+        array = values[key]
+        group.create_array(f"data/{key}", shape=array.shape, dtype=array.dtype, chunks=(4, *array.shape[1:]))[:] = array
+    group.create_array("meta/episode_ends", shape=ENDS.shape, dtype=np.int64, chunks=ENDS.shape)[:] = ENDS
+    (path / "data" / "wrist" / "c" / "3" / "0" / "0" / "0").unlink()  # v3 default keys: c/<i>/<j>/...
+    connector = get_connector("zarr_replay")
+    discovery = connector.discover(str(path))
+    assert [r.key for r in discovery.refs] == ["0", "1"]
+    assert "rows 12..15" in dict(discovery.missing)["2"]
+    episode = connector.read(discovery.refs[1])
+    assert np.array_equal(episode.steps.state, values["state"][5:12])
+    frames = list(episode.videos["wrist"].frames())
+    assert all(np.array_equal(a, b) for a, b in zip(frames, values["wrist"][5:12], strict=True))

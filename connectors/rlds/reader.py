@@ -71,7 +71,7 @@ class _Decoder:
 
     def __init__(self, features: dict, specs: dict[str, FeatureSpec], path: str, episode: str) -> None:
         self.features, self.path, self.episode = features, path, episode
-        absent = sorted(k for k, spec in specs.items() if k not in features and spec.kind != "image")
+        absent = sorted(k for k in specs if k not in features)
         if absent:  # TFDS writes every declared feature: a missing one means a broken writer or file
             raise SourceError(path, "feature declared in features.json is missing from the record", episode, absent[0])
         self.specs = {key: specs.get(key) or infer_spec(key, feature) for key, feature in features.items()}

@@ -52,15 +52,17 @@ class RosConnector:
         refs, missing, warnings = [], [], []
         for path in bags:
             relative = path[len(folder) + 1:] if path != folder else path.rsplit("/", 1)[-1]
-            mapping = _mapping(doc, open_bag(fs, path), path)
-            if mapping.split.by == "file":
-                refs.append(EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=relative, options=options))
-                continue
+            by_file = doc is None or parse_mapping(doc).split.by == "file"
             try:
-                windows = _windows(open_bag(fs, path), mapping)
-            except SourceError as exc:
-                refs.append(EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=f"{relative}#0",
-                                       options={**options, "window_error": str(exc)}))
+                mapping = _mapping(doc, open_bag(fs, path, relative), path)
+                windows = None if by_file else _windows(open_bag(fs, path, relative), mapping)
+            except SourceError as exc:  # an unreadable bag becomes one episode whose read reports why
+                refs.append(EpisodeRef(format=self.name, dataset=dataset, uri=uri,
+                                       key=relative if by_file else f"{relative}#0",
+                                       options={**options, "window_error": exc.problem}))
+                continue
+            if windows is None:
+                refs.append(EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=relative, options=options))
                 continue
             if not windows:
                 missing.append((relative, f"no episode boundaries found by split '{mapping.split.by}'"))
@@ -88,7 +90,7 @@ class RosConnector:
     def read(self, ref: EpisodeRef) -> Episode:
         fs, path = _bag_path(ref)
         if ref.options.get("window_error"):
-            raise SourceError(path, ref.options["window_error"], ref.key, "split")
+            raise SourceError(path, ref.options["window_error"], ref.key, "bag")
         bag = open_bag(fs, path, ref.key)
         window = ref.options.get("window")
         mapping = _mapping(load_mapping_doc(ref.options.get("mapping")), bag, path)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-formats clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.vla_loader
+
+bench-formats: $(STAMP)
+	$(BIN)/python -m bench.ingest_formats
 
 clean:
 	rm -rf $(VENV) demo-output .bench .pytest_cache

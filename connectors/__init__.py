@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from connectors.base import Connector, DatasetError, Discovery, EpisodeRef, SourceError
+from connectors.hdf5 import AlohaHdf5Connector, RobomimicHdf5Connector
 from connectors.lerobot import LeRobotConnector
+from connectors.rlds import RldsConnector
+from connectors.ros import RosConnector
+from connectors.video_folder import VideoFolderConnector
+from connectors.zarr_replay import ZarrReplayConnector
 
-_REGISTRY: dict[str, Connector] = {c.name: c for c in (LeRobotConnector(),)}
+# Detection tries these in order: specific layouts first, the generic video folder last.
+_REGISTRY: dict[str, Connector] = {c.name: c for c in (
+    LeRobotConnector(), RldsConnector(), ZarrReplayConnector(), AlohaHdf5Connector(), RobomimicHdf5Connector(),
+    RosConnector(), VideoFolderConnector())}
 
 
 def formats() -> dict[str, str]:
@@ -26,7 +34,7 @@ def detect_format(uri: str, storage_options: dict | None = None) -> str:
         try:
             if connector.detect(uri, storage_options):
                 return name
-        except (OSError, ValueError):
+        except (OSError, ValueError, SourceError):
             continue
     raise DatasetError(uri, f"no connector recognizes this source (known formats: {', '.join(sorted(_REGISTRY))}); "
                        "pass --format to choose one")

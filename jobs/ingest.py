@@ -1,6 +1,7 @@
 """Ingest job: source dataset -> validated episodes in the store -> one committed version.
 
     python -m jobs.ingest SOURCE --store STORE [--format lerobot] [--dataset NAME] [--ref latest]
+        [--options connector-options.yaml] [--option fps=15 --option bgr_cameras=wrist]
 
 Runs episode-parallel as a Ray Data pipeline on a local Ray, or unchanged under
 ``ray job submit --working-dir . -- python -m jobs.ingest ...``. The new version's parent is the
@@ -13,13 +14,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
 
 import ray
 import typer
+import yaml
 
 from connectors import DatasetError, Discovery, EpisodeRef, detect_format, get_connector
 from jobs.raycluster import init_ray
-from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats
+from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats, quarantine_inconsistent
 from pipeline.report import JobReport
 from pipeline.store import EpisodeStore
 from pipeline.versions import VersionError, VersionManifest, commit_version, ref_head, write_stats
@@ -67,7 +71,7 @@ def collect_outcomes(source: str, store_uri: str, *, job: str = "ingest", format
         dataset_rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
             _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
                                     "config": config, "reused_stats": reused_stats})
-        outcomes = [IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()]
+        outcomes = quarantine_inconsistent([IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()])
     report.quarantined = sorted((o.quarantine for o in outcomes if o.quarantine), key=lambda q: q["source_key"])
     report.stored = sum(o.status == "stored" for o in outcomes)
     report.reused = sum(o.status == "reused" for o in outcomes)
@@ -120,6 +124,26 @@ def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome
     report.version_id = commit_version(store, manifest, ref)
 
 
+def load_options(path: str | None, pairs: list[str] | None) -> dict:
+    """Connector options from a JSON/YAML file, then ``key=value`` pairs (values parsed as YAML scalars/lists)."""
+    options: dict = {}
+    if path:
+        text = Path(path).read_text()
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        if not isinstance(doc, dict):
+            raise typer.BadParameter(f"{path} must hold a mapping of option names to values", param_hint="--options")
+        options.update(doc)
+        mapping = options.get("mapping")
+        if isinstance(mapping, str) and not Path(mapping).is_absolute() and "://" not in mapping:
+            options["mapping"] = str(Path(path).resolve().parent / mapping)  # relative to the options file
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return options
+
+
 def main(
     source: str = typer.Argument(..., help="Dataset path or fsspec URL"),
     store: str = typer.Option(..., "--store", help="Episode store root (path or fsspec URL)"),
@@ -130,9 +154,14 @@ def main(
     kind: str = typer.Option(None, "--kind", help="teleop | sim | synthetic"),
     report_path: str = typer.Option(None, "--report", help="Also write the report as JSON here"),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS or local)"),
+    options_file: str = typer.Option(None, "--options", help="Connector options as a JSON or YAML file "
+                                     "(e.g. fps, camera_keys, bgr_cameras, state_keys, mapping for ROS)"),
+    option: Annotated[list[str] | None, typer.Option("--option", help="One connector option as key=value "
+                                                      "(repeatable)")] = None,
 ) -> None:
     """Ingest a source dataset into the episode store and commit a version."""
-    options = {k: v for k, v in {"embodiment": embodiment, "kind": kind}.items() if v}
+    options = load_options(options_file, option)
+    options.update({k: v for k, v in {"embodiment": embodiment, "kind": kind}.items() if v})
     try:
         report = run_ingest(source, store, format=format, dataset=dataset, options=options, ref=ref,
                             ray_address=ray_address)

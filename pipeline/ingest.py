@@ -17,7 +17,7 @@ from pipeline.statcache import episode_stats_of, remember_episode_stats
 from pipeline.stats import StatsSet, episode_stats
 from pipeline.store import EpisodeStore
 from pipeline.video import EncodeConfig
-from schemas import SCHEMA_VERSION, Episode, meta_to_row
+from schemas import SCHEMA_VERSION, Episode, EpisodeValidationError, meta_to_row
 
 # Bump when the bytes the store writes for the same source change (invalidates ingest memos).
 STORE_WRITER_VERSION = "1"
@@ -78,6 +78,41 @@ def ingest_episode(store: EpisodeStore, source_key: str, episode_id: str, checks
             source_key, episode_id, exc))
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def quarantine_inconsistent(outcomes: list[IngestOutcome]) -> list[IngestOutcome]:
+    """Episodes of one embodiment must share state and action widths (stats, shards and loaders rely on it).
+
+    The most common widths of an embodiment win (ties: the first episode id); the other episodes are
+    quarantined with the reason instead of failing the whole job when their stats cannot merge.
+    """
+    widths: dict[str, dict[tuple[int, int], list[str]]] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.episode_id):
+        if outcome.row is not None and not _video_only(outcome.row):
+            key = (len(outcome.row["state_names"] or []), len(outcome.row["action_names"] or []))
+            widths.setdefault(outcome.row["embodiment"], {}).setdefault(key, []).append(outcome.episode_id)
+    kept = {e: max(groups.items(), key=lambda kv: len(kv[1]))[0] for e, groups in widths.items()}
+    out = []
+    for outcome in outcomes:
+        row = outcome.row
+        if row is not None and not _video_only(row):
+            state, action = len(row["state_names"] or []), len(row["action_names"] or [])
+            expected = kept[row["embodiment"]]
+            if (state, action) != expected:
+                field_name = "state" if state != expected[0] else "action"
+                error = EpisodeValidationError(outcome.episode_id, field_name, (
+                    f"{state} state / {action} action dims, but most {row['embodiment']} episodes have "
+                    f"{expected[0]} / {expected[1]}; set a distinct embodiment to keep them"), row["source_uri"])
+                outcome = IngestOutcome(outcome.source_key, outcome.episode_id, "quarantined",
+                                        quarantine=quarantine_record(outcome.source_key, outcome.episode_id, error),
+                                        seconds=outcome.seconds)
+        out.append(outcome)
+    return out
+
+
+def _video_only(row: dict) -> bool:
+    """No state and no action (a generated video): it has no widths to disagree with."""
+    return not row["state_names"] and not row["action_names"]
 
 
 def merge_stats(outcomes: list[IngestOutcome]) -> StatsSet:

@@ -26,7 +26,9 @@ RAY = str(Path(sys.executable).parent / "ray")
 def ray_head(tmp_path_factory):
     temp = tmp_path_factory.mktemp("rayhead")
     gcs, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # The job's `python` must be this interpreter (the venv), also when the venv is not activated.
+    env = {**os.environ, "RAY_AUTH_MODE": "token",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",

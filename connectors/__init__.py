@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from connectors.base import Connector, DatasetError, Discovery, EpisodeRef, SourceError
 from connectors.lerobot import LeRobotConnector
+from connectors.worldmodel import DreamGenConnector, WorldModelConnector
 
-_REGISTRY: dict[str, Connector] = {c.name: c for c in (LeRobotConnector(),)}
+# Detection tries these in order: DreamGen datasets are LeRobot datasets, so they come first.
+_REGISTRY: dict[str, Connector] = {c.name: c for c in (DreamGenConnector(), LeRobotConnector(),
+                                                        WorldModelConnector())}
 
 
 def formats() -> dict[str, str]:

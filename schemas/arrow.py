@@ -199,8 +199,8 @@ def steps_schema(meta: EpisodeMeta, steps: StepArrays) -> pa.Schema:
         ("episode_id", pa.string()),
         ("step", pa.int64()),
         ("timestamp_ns", pa.int64()),
-        ("state", pa.list_(pa.from_numpy_dtype(np.dtype(meta.state_dtype)), len(meta.state_names))),
-        ("action", pa.list_(pa.from_numpy_dtype(np.dtype(meta.action_dtype)), len(meta.action_names))),
+        ("state", _vector_type(meta.state_dtype, len(meta.state_names))),
+        ("action", _vector_type(meta.action_dtype, len(meta.action_names))),
         ("state_valid", pa.bool_()),
         ("action_valid", pa.bool_()),
         ("reward", pa.float64()),
@@ -212,6 +212,13 @@ def steps_schema(meta: EpisodeMeta, steps: StepArrays) -> pa.Schema:
     fields += [(FRAME_PREFIX + cam.name, pa.int32()) for cam in meta.cameras]
     fields += [(EXTRA_PREFIX + name, _extra_type(values)) for name, values in sorted(steps.extras.items())]
     return pa.schema(fields, metadata={SCHEMA_METADATA_KEY: SCHEMA_VERSION.encode()})
+
+
+def _vector_type(dtype: str, width: int) -> pa.DataType:
+    """Fixed-size lists; an episode without state or action (width 0) gets empty variable lists,
+    because Parquet cannot round-trip zero-size fixed lists."""
+    element = pa.from_numpy_dtype(np.dtype(dtype))
+    return pa.list_(element, width) if width else pa.list_(element)
 
 
 def steps_to_table(meta: EpisodeMeta, steps: StepArrays) -> pa.Table:
@@ -274,12 +281,14 @@ def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), width)
     if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
         values = arr.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(arr), -1) if len(arr) else values.reshape(0, 0)
+        return values.reshape(len(arr), -1) if len(arr) and values.size else values.reshape(len(arr), 0)
     return arr.to_numpy(zero_copy_only=False)
 
 
 def _fixed_list(values: np.ndarray, list_type: pa.DataType) -> pa.Array:
     flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=list_type.value_type)
+    if not pa.types.is_fixed_size_list(list_type):  # width 0: every row an empty list
+        return pa.ListArray.from_arrays(pa.array(np.zeros(values.shape[0] + 1, np.int32)), flat, type=list_type)
     return pa.FixedSizeListArray.from_arrays(flat, list_type.list_size)
 
 

@@ -106,7 +106,7 @@ def run_append(source: str, store_uri: str, *, ref: str = "latest", format: str 
     report.version_id, changes = append_episodes(store, ref, candidates, producer, attempts)
     report.steps = sum(m.num_steps for m in changes.new_rows)
     report.frames = sum(c.num_frames for m in changes.new_rows for c in m.cameras)
-    report.extra = {"added": len(changes.added), "changed": len(changes.changed), "unchanged": len(changes.unchanged),
+    report.extra |= {"added": len(changes.added), "changed": len(changes.changed), "unchanged": len(changes.unchanged),
                     "deleted in parent (not re-added)": len(changes.deleted_in_parent),
                     "parent": read_manifest(store, report.version_id).parent or "(none)"}
     report.seconds = time.perf_counter() - started

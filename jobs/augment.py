@@ -107,6 +107,9 @@ def run_augment(store_uri: str, *, source: str = "latest", ref: str | None = Non
     synthetic = [row_to_meta(o["row"]) for o in finals if o["row"] is not None]
     report.steps = sum(m.num_steps for m in synthetic)
     report.frames = sum(c.num_frames for m in synthetic for c in m.cameras)
+    objects = {m.steps_sha256: m.steps_bytes for m in synthetic} | {
+        c.video_sha256: c.video_bytes for m in synthetic for c in m.cameras}
+    report.bytes = sum(objects.values())
     if synthetic and not export_only:
         producer = {"job": "augment", "source": source_id, "run": run_id, "generator": identity,
                     "query": query.to_json(), "requests": len(plans)}
@@ -186,9 +189,9 @@ def _summarize(report: JobReport, finals: list[dict], attempts: list[dict], run_
     status = Counter(o["status"] for o in finals)
     failures = Counter(a["gate"] for a in attempts if a["status"] == "failed")
     report.stored, report.reused = status["stored"], status["reused"]
-    report.decoded = sum(1 for a in attempts if a["generated"])
+    report.decoded = report.stored
     report.quarantined = [{"source_key": o["request_id"], "episode_id": o["episode_id"],
-                           "file": str(Path(workdir) / "failed" / o["request_id"]), "field": o["gate"],
+                           "file": _failed_folder(workdir, o["request_id"]), "field": o["gate"],
                            "reason": o["reason"], "attempts": o["attempt"]}
                           for o in finals if o["status"] == "failed"]
     generated = sum(1 for o in finals if o["status"] in ("stored", "reused") and o["generated"])
@@ -202,6 +205,11 @@ def _summarize(report: JobReport, finals: list[dict], attempts: list[dict], run_
         "failed attempts by gate": dict(sorted(failures.items())),
         "quarantined by gate": dict(sorted(Counter(q["field"] for q in report.quarantined).items())),
     })
+
+
+def _failed_folder(workdir: str, request_id: str) -> str:
+    folder = Path(workdir) / "failed" / request_id
+    return str(folder) if folder.exists() else ""
 
 
 # ---------------------------------------------------------------- command line

@@ -9,8 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from jobs.augment import run_augment
+from jobs.cli import app
 from jobs.ingest import run_ingest
 from pipeline.augment import CallPolicy, GeneratorServer, PlanOptions, QualityConfig, ReferenceGenerator
 from pipeline.augment.quality import check_result
@@ -127,11 +129,11 @@ def test_failing_generators_are_retried_or_quarantined_and_the_run_completes(rea
     store_path, source = real_store
     ids = sorted(m.episode_id for m in _catalog(store_path, source).values())
     faults = {ids[0]: "sleep", ids[1]: "corrupt", ids[2]: "short", ids[3]: "sleep_once"}
-    generator = FaultyGenerator(faults, sleep_s=4.0)
+    generator = FaultyGenerator(faults, sleep_s=8.0)
     server = GeneratorServer(generator, "127.0.0.1", 0).start()
     try:
         report = run_augment(str(store_path), source=source, ref="faulty", generator=server.url,
-                             policy=CallPolicy(timeout_s=1.5, max_attempts=2, max_concurrency=4, backoff_s=0.1))
+                             policy=CallPolicy(timeout_s=3.0, max_attempts=2, max_concurrency=4, backoff_s=0.1))
     finally:
         server.stop()
     assert report.stored == 1 and report.extra["retries"] == 4 and report.extra["attempts"] == 8
@@ -141,7 +143,7 @@ def test_failing_generators_are_retried_or_quarantined_and_the_run_completes(rea
     assert gates == {"corrupt": 1, "frame_count": 1, "timeout": 1}
     assert report.extra["failed attempts by gate"] == {"corrupt": 2, "frame_count": 2, "timeout": 3}
     reasons = " | ".join(q["reason"] for q in report.quarantined)
-    assert "29 frames, requested 30" in reasons and "timed out after 1.5 s" in reasons
+    assert "29 frames, requested 30" in reasons and "timed out after 3 s" in reasons
     [child] = [m for m in _catalog(store_path, "faulty").values() if m.kind == "synthetic"]
     assert child.lineage.parent_episode_id == ids[3]  # timed out once, then made it
     failed = Path(report.quarantined[0]["file"])
@@ -193,6 +195,21 @@ def test_export_writes_cosmos_like_requests_and_external_results_are_ingested(re
         assert child.num_steps == 20 and child.lineage.parent_frame_range == (0, 20)
         edge = [c for c in child.lineage.conditioning if c.kind == "edge"]
         assert len(edge) == 1 and edge[0].weight == 0.5
+
+
+def test_command_line_run(real_store, tmp_path):
+    store_path, _ = real_store
+    args = ["augment", "run", "--store", str(store_path), "--ref", "cli", "--where", "split=val",
+            "--generator-option", "geometric=false", "--generator-option", "strength=0.5", "--variants", "2",
+            "--report", str(tmp_path / "report.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["stored"] == 2 and report["extra"]["requests"] == 2 and report["version_id"]
+    identity = json.loads(report["extra"]["generator"])
+    assert (identity["geometric"], identity["strength"]) == (False, 0.5)
+    bad = CliRunner().invoke(app, ["augment", "run", "--store", str(store_path), "--quality", '{"nope": 1}'])
+    assert bad.exit_code != 0 and "unknown quality settings" in bad.output
 
 
 def _request(tmp_path: Path, frames: int = 12, fps: str = "8/1", size: tuple[int, int] = (64, 48)):

@@ -166,3 +166,23 @@ def test_mapping_errors_are_named(tmp_path):
         connector.discover(str(tmp_path), {"mapping": {"out.mp4": "s"}})
     found = connector.discover(str(tmp_path), {"mapping": {"out.mp4": "s2/spec.json#s"}})
     assert connector.read(found.refs[0]).meta.lineage.prompt == "two"
+
+
+def test_video_only_episodes_shard_and_load_with_masked_actions(tmp_path, ray_session):
+    from jobs.shard import run_shard
+    from pipeline.loaders import ViewSource, WAMConfig, WAMDataset
+    from pipeline.shards import ViewConfig
+
+    for i in range(2):
+        video_file(tmp_path / "out" / f"v{i}.mp4", 24, fps=8, seed=i)
+        write_json(tmp_path / "out" / f"v{i}.json", {"prompt": f"prompt {i}", "seed": i})
+    assert run_ingest(str(tmp_path / "out"), str(tmp_path / "store"), format="worldmodel").stored == 2
+    view = ViewConfig(height=32, width=32, segment_steps=8, max_action_horizon=4)
+    run_shard(str(tmp_path / "store"), view)
+    dataset = WAMDataset(ViewSource.open(str(tmp_path / "store"), "latest", view),
+                         WAMConfig(n_context=4, n_future=4, batch_size=4, shuffle=False))
+    batch = next(iter(dataset))
+    assert tuple(batch["frames"].shape) == (4, 1, 8, 3, 32, 32) and bool(batch["frame_mask"].all())
+    assert tuple(batch["actions"].shape) == (4, 7, 0) and not bool(batch["action_mask"].any())
+    assert set(batch["kind"]) == {"synthetic"} and set(batch["action_source"]) == {"none"}
+    assert set(batch["instruction"]) <= {"prompt 0", "prompt 1"}

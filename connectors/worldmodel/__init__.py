@@ -37,9 +37,9 @@ class WorldModelConnector:
         options = dict(options or {})
         found = scan(uri, options)
         dataset = options.get("dataset") or safe_name(dataset_name(uri))
-        options["outputs"] = {o.video: o.to_json() for o in found.outputs}
-        refs = [EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=o.video, options=options)
-                for o in found.outputs]
+        # Each ref carries only its own output's files: a ref's size does not grow with the folder.
+        refs = [EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=o.video,
+                           options={**options, "output": o.to_json()}) for o in found.outputs]
         return Discovery(format=self.name, dataset=dataset, uri=uri, refs=refs, warnings=found.warnings)
 
     def checksum(self, ref: EpisodeRef) -> str:

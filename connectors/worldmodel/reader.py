@@ -47,7 +47,7 @@ MODEL_KEYS = ("model_id", "model", "model_name", "checkpoint")
 
 
 def output_of(ref: EpisodeRef) -> Output:
-    return Output.from_json(ref.options["outputs"][ref.key])
+    return Output.from_json(ref.options["output"])
 
 
 def read_output(ref: EpisodeRef) -> Episode:
@@ -143,7 +143,7 @@ def checksum_identity(ref: EpisodeRef) -> str:
         path = inside(fs, root, spec.base.get(key, ""), str(spec.get(key) or ""))
         if path:
             hashes[key] = file_sha256(fs, path)
-    options = {k: v for k, v in ref.options.items() if k not in ("storage_options", "outputs")}
+    options = {k: v for k, v in ref.options.items() if k not in ("storage_options", "output")}
     return json.dumps({"format": FORMAT, "dataset": ref.dataset, "key": ref.key, "output": output.to_json(),
                        "options": options, "files": hashes}, sort_keys=True, default=str)
 

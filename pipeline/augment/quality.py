@@ -91,7 +91,8 @@ def check_result(request: GenerationRequest, result: GenerationResult, result_di
         try:
             check = measure(path, config)
         except VideoError as exc:
-            failures.append(GateFailure("corrupt", camera, exc.problem))
+            gate = "fps" if "variable frame rate" in exc.problem else "corrupt"
+            failures.append(GateFailure(gate, camera, exc.problem))
             continue
         checks[camera] = check
         failures.extend(_gates(camera, check, wanted.num_output_frames, Fraction(wanted.fps),

@@ -8,12 +8,15 @@ from connectors.lerobot import LeRobotConnector
 from connectors.rlds import RldsConnector
 from connectors.ros import RosConnector
 from connectors.video_folder import VideoFolderConnector
+from connectors.worldmodel import DreamGenConnector, WorldModelConnector
 from connectors.zarr_replay import ZarrReplayConnector
 
-# Detection tries these in order: specific layouts first, the generic video folder last.
+# Detection tries these in order: specific layouts first (DreamGen datasets are LeRobot datasets, so
+# DreamGen comes before LeRobot). Robot clip folders (sidecars with states/actions) are claimed by the
+# video-folder connector, which declines generation outputs; those fall to the world-model connector.
 _REGISTRY: dict[str, Connector] = {c.name: c for c in (
-    LeRobotConnector(), RldsConnector(), ZarrReplayConnector(), AlohaHdf5Connector(), RobomimicHdf5Connector(),
-    RosConnector(), VideoFolderConnector())}
+    DreamGenConnector(), LeRobotConnector(), RldsConnector(), ZarrReplayConnector(), AlohaHdf5Connector(),
+    RobomimicHdf5Connector(), RosConnector(), VideoFolderConnector(), WorldModelConnector())}
 
 
 def formats() -> dict[str, str]:

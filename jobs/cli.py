@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors import formats as supported_formats
+from jobs import augment as augment_job
 from jobs import demo as demo_job
 from jobs import ingest as ingest_job
 from jobs import shard as shard_job
@@ -19,6 +20,7 @@ app.command("ingest")(ingest_job.main)
 app.command("shard")(shard_job.main)
 app.command("demo")(demo_job.main)
 app.add_typer(versions_job.app, name="versions")
+app.add_typer(augment_job.app, name="augment")
 
 
 @app.command("samples")

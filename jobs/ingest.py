@@ -24,10 +24,11 @@ import yaml
 from connectors import DatasetError, Discovery, EpisodeRef, detect_format, get_connector
 from jobs.raycluster import init_ray
 from pipeline.ingest import IngestConfig, IngestOutcome, ingest_episode, merge_stats, quarantine_inconsistent
+from pipeline.lineage import resolve_parents, wants_parent
 from pipeline.report import JobReport
 from pipeline.store import EpisodeStore
-from pipeline.versions import VersionError, VersionManifest, commit_version, ref_head, write_stats
-from schemas import make_episode_id, row_to_meta
+from pipeline.versions import VersionError, VersionManifest, commit_version, read_manifest, ref_head, write_stats
+from schemas import make_episode_id, meta_to_row, row_to_meta
 
 
 def _ingest_row(row: dict, store_uri: str, storage_options: dict, config: IngestConfig,
@@ -54,8 +55,11 @@ class Collected:
 def collect_outcomes(source: str, store_uri: str, *, job: str = "ingest", format: str | None = None,
                      dataset: str | None = None, options: dict | None = None, storage_options: dict | None = None,
                      ray_address: str | None = None, config: IngestConfig | None = None,
-                     reused_stats: bool = True) -> Collected:
-    """Discover the source and store every episode not already stored (the ingest memo skips the rest)."""
+                     reused_stats: bool = True, lineage_version: str | None = None) -> Collected:
+    """Discover the source and store every episode not already stored (the ingest memo skips the rest).
+
+    Episodes that name a parent (synthetic, derived) get it resolved against ``lineage_version``.
+    """
     config = config or IngestConfig()
     options = dict(options or {})
     if dataset:
@@ -72,11 +76,26 @@ def collect_outcomes(source: str, store_uri: str, *, job: str = "ingest", format
             _ingest_row, fn_kwargs={"store_uri": store_uri, "storage_options": storage_options or {},
                                     "config": config, "reused_stats": reused_stats})
         outcomes = quarantine_inconsistent([IngestOutcome.from_json(r["outcome"]) for r in dataset_rows.iter_rows()])
+    _resolve_lineage(EpisodeStore(store_uri, storage_options), lineage_version, outcomes, report)
     report.quarantined = sorted((o.quarantine for o in outcomes if o.quarantine), key=lambda q: q["source_key"])
     report.stored = sum(o.status == "stored" for o in outcomes)
     report.reused = sum(o.status == "reused" for o in outcomes)
     report.decoded = report.stored
     return Collected(discovery, outcomes, report, name, options)
+
+
+def _resolve_lineage(store: EpisodeStore, version_id: str | None, outcomes: list[IngestOutcome],
+                     report: JobReport) -> None:
+    """Parents named by stored episodes -> stored episode ids (and the parents' splits), in place."""
+    children = [o for o in outcomes if o.row is not None and wants_parent(row_to_meta(o.row))]
+    if not children:
+        return
+    manifest = read_manifest(store, version_id) if version_id else None
+    metas, lineage = resolve_parents(store, manifest, [row_to_meta(o.row) for o in children])
+    for outcome, meta in zip(children, metas, strict=True):
+        outcome.row = meta_to_row(meta)
+    report.extra.update(lineage.to_json())
+    report.warnings.extend(f"lineage: {problem}" for problem in lineage.unresolved[:20])
 
 
 def run_ingest(source: str, store_uri: str, *, format: str | None = None, dataset: str | None = None,
@@ -88,7 +107,8 @@ def run_ingest(source: str, store_uri: str, *, format: str | None = None, datase
     store = EpisodeStore(store_uri, storage_options)
     parent = ref_head(store, ref) if ref else None
     got = collect_outcomes(source, store_uri, format=format, dataset=dataset, options=options,
-                           storage_options=storage_options, ray_address=ray_address, config=config)
+                           storage_options=storage_options, ray_address=ray_address, config=config,
+                           lineage_version=parent)
     _commit(store, got.report, got.outcomes, got.discovery, got.format, got.options, config, ref, parent)
     got.report.seconds = time.perf_counter() - started
     return got.report

@@ -39,7 +39,7 @@ from pipeline.refs import delete_ref, list_refs, read_head, update_ref
 from pipeline.report import JobReport
 from pipeline.store import EpisodeStore
 from pipeline.verify import verify_store
-from pipeline.versions import VersionError, read_manifest, resolve
+from pipeline.versions import VersionError, read_manifest, ref_head, resolve
 from schemas import row_to_meta
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -98,7 +98,7 @@ def run_append(source: str, store_uri: str, *, ref: str = "latest", format: str 
     store = EpisodeStore(store_uri, storage_options)
     got = collect_outcomes(source, store_uri, job="append", format=format, dataset=dataset, options=options,
                            storage_options=storage_options, ray_address=ray_address, config=config,
-                           reused_stats=False)
+                           reused_stats=False, lineage_version=ref_head(store, ref))
     candidates = [row_to_meta(o.row) for o in got.outcomes if o.row is not None]
     producer = {"job": "append", "source": got.discovery.uri, "format": got.format, "dataset": got.discovery.dataset,
                 "config": config.fingerprint()}
@@ -106,7 +106,7 @@ def run_append(source: str, store_uri: str, *, ref: str = "latest", format: str 
     report.version_id, changes = append_episodes(store, ref, candidates, producer, attempts)
     report.steps = sum(m.num_steps for m in changes.new_rows)
     report.frames = sum(c.num_frames for m in changes.new_rows for c in m.cameras)
-    report.extra = {"added": len(changes.added), "changed": len(changes.changed), "unchanged": len(changes.unchanged),
+    report.extra |= {"added": len(changes.added), "changed": len(changes.changed), "unchanged": len(changes.unchanged),
                     "deleted in parent (not re-added)": len(changes.deleted_in_parent),
                     "parent": read_manifest(store, report.version_id).parent or "(none)"}
     report.seconds = time.perf_counter() - started

@@ -25,7 +25,7 @@ SAMPLES = {
 
 def test_registry_lists_every_family():
     assert set(formats()) == {"lerobot", "rlds", "aloha_hdf5", "robomimic_hdf5", "ros", "zarr_replay",
-                              "video_folder"}
+                              "video_folder", "worldmodel", "dreamgen"}
 
 
 @pytest.mark.parametrize(("expected", "path"), [*SAMPLES.items(), ("lerobot", LEROBOT_V20), ("lerobot", LEROBOT_V21),

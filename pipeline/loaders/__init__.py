@@ -2,7 +2,7 @@
 
 from pipeline.loaders.base import UnitDataset, make_loader
 from pipeline.loaders.cache import ShardCache
-from pipeline.loaders.mixture import MixtureDataset
+from pipeline.loaders.mixture import MixtureDataset, by_kind
 from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig
 from pipeline.loaders.resume import ResumableLoader, ResumeError
@@ -12,4 +12,4 @@ from pipeline.loaders.wam import WAMConfig, WAMDataset
 
 __all__ = ["BatchPlan", "EpochOrder", "MixtureDataset", "Normalizer", "OrderConfig", "ResumableLoader", "ResumeError",
            "SampleFilter", "ShardCache", "UnitDataset", "VLAConfig", "VLADataset", "ViewSource", "WAMConfig",
-           "WAMDataset", "make_loader"]
+           "WAMDataset", "by_kind", "make_loader"]

@@ -10,9 +10,14 @@ batches (same fields and shapes: use the state/action ``*_pad_to`` options acros
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 
 from pipeline.loaders.base import UnitDataset, concat_batches, order_config
+from pipeline.loaders.source import SampleFilter
 
 
 class MixtureDataset(UnitDataset):
@@ -77,3 +82,20 @@ class MixtureDataset(UnitDataset):
             batch = dataset.build_batch(np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]))
             parts.append((rows[order], batch))
         return concat_batches(parts, len(positions))
+
+
+def by_kind(make_part: Callable[[SampleFilter], UnitDataset], weights: dict[str | tuple[str, ...], float],
+            base: SampleFilter | None = None, **mixture: Any) -> MixtureDataset:
+    """One part per group of episode kinds, e.g. real : synthetic = 0.7 : 0.3 over one view::
+
+        by_kind(lambda f: VLADataset(source, replace(config, filter=f)),
+                {("teleop", "sim"): 0.7, "synthetic": 0.3}, samples_per_epoch=100_000)
+
+    ``make_part`` builds a part from ``base`` with its ``kinds`` set (other constraints kept, e.g.
+    ``exclude_action_sources``); ``mixture`` goes to ``MixtureDataset`` (samples_per_epoch, seed...).
+    """
+    parts = []
+    for kinds, weight in weights.items():
+        group = frozenset((kinds,) if isinstance(kinds, str) else kinds)
+        parts.append((make_part(replace(base or SampleFilter(), kinds=group)), float(weight)))
+    return MixtureDataset(parts, **mixture)

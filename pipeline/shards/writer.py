@@ -25,14 +25,15 @@ import json
 import tarfile
 from collections.abc import Iterable
 
-import cv2
 import numpy as np
 
+from pipeline.shards.frames import FramePipeline, as_pipeline
+from pipeline.shards.images import encode_image, npy_bytes  # noqa: F401  (encode_image: kept importable here)
 from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
 from pipeline.shards.plan import SegmentPlan, ShardPlan
-from pipeline.shards.view import JPEG_SUBSAMPLING, ViewConfig
+from pipeline.shards.view import ViewConfig
 from pipeline.store import EpisodeStore
-from pipeline.video import FrameDecoder, resize_frame
+from pipeline.video import FrameDecoder
 from schemas import EpisodeMeta, StepArrays, rate_to_str
 
 BLOCK = tarfile.BLOCKSIZE
@@ -45,26 +46,6 @@ def sample_key(episode_id: str, segment: int) -> str:
 def view_cameras(meta: EpisodeMeta, view: ViewConfig) -> list[str]:
     """The view's cameras in view order (all of the episode's when the view names none)."""
     return list(view.cameras) if view.cameras is not None else [c.name for c in meta.cameras]
-
-
-def encode_image(rgb: np.ndarray, view: ViewConfig) -> bytes:
-    if view.frame_codec == "npy":
-        return npy_bytes(rgb)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    params = []
-    if view.frame_codec == "jpg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality,
-                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR, JPEG_SUBSAMPLING[view.jpeg_subsampling]]
-    ok, data = cv2.imencode(f".{view.frame_codec}", bgr, params)
-    if not ok:
-        raise ValueError(f"{view.frame_codec} encoding failed")
-    return data.tobytes()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
 
 
 class _TarBuilder:
@@ -93,8 +74,11 @@ class _TarBuilder:
 
 
 def write_shard(store: EpisodeStore, view: ViewConfig, view_dir: str, plan: ShardPlan,
-                metas: dict[str, EpisodeMeta], decoder: FrameDecoder) -> ShardSummary:
-    """Write ``<view_dir>/<shard>.tar`` and its index unless both exist already (then just summarize)."""
+                metas: dict[str, EpisodeMeta], decoder: FrameDecoder | FramePipeline) -> ShardSummary:
+    """Write ``<view_dir>/<shard>.tar`` and its index unless both exist already (then just summarize).
+
+    ``decoder`` is a frame decoder (decoded, resized and encoded on the CPU) or a whole frame pipeline
+    (pipeline.shards.frames: GPU, or routed per video)."""
     tar_path, index_path = f"{view_dir}/{plan.name}.tar", f"{view_dir}/{plan.name}.index.json"
     if store.objects.exists(tar_path) and store.objects.exists(index_path):
         return summarize(ShardIndex.from_json(json.loads(store.objects.read_bytes(index_path))), index_path)
@@ -143,8 +127,9 @@ def _by_episode(segments: Iterable[SegmentPlan]) -> list[tuple[str, list[Segment
 
 
 def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, segments: list[SegmentPlan],
-                    view: ViewConfig, decoder: FrameDecoder) -> dict[str, dict[int, bytes]]:
+                    view: ViewConfig, decoder: FrameDecoder | FramePipeline) -> dict[str, dict[int, bytes]]:
     """Per camera, the encoded frames these segments use, keyed by frame index within the episode."""
+    pipeline = as_pipeline(decoder)
     first = segments[0].step_start
     last = segments[-1].step_start + segments[-1].num_steps
     encoded: dict[str, dict[int, bytes]] = {}
@@ -155,10 +140,9 @@ def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, s
         used = np.unique(steps.frame_index[name][first:last])
         used = used[used >= 0]
         video = store.video_input(cam)
-        out: dict[int, bytes] = {}
-        for absolute, rgb in decoder.frames(video, (used + cam.frame_start).tolist()):
-            out[absolute - cam.frame_start] = encode_image(resize_frame(rgb, view.height, view.width), view)
-        encoded[name] = out
+        absolute = pipeline.encode_video(video, (used + cam.frame_start).tolist(), view,
+                                         episode_id=meta.episode_id, camera=name)
+        encoded[name] = {index - cam.frame_start: data for index, data in absolute.items()}
     return encoded
 
 

@@ -5,7 +5,9 @@ trusting each library's own conversion keeps one rule for every backend. The rul
 (swscale): the stream's colour matrix tag picks the coefficients (untagged means BT.601), the range
 tag or a ``yuvj`` pixel format means full range, chroma is upsampled by repetition. A wrong matrix
 costs about 12 dB (LeRobot's CUDA path measured 26 dB against its CPU path); this one matches
-PyAV within rounding (tested on CPU).
+PyAV's 8-bit output within rounding (tested on CPU). For 10/12-bit sources FFmpeg itself filters
+chroma, differently from one release to the next (5.1 and 8.1 disagree by 29-38 dB on saturated
+synthetic edges), so there the test is fidelity to the source, not equality with one FFmpeg.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ class ColourSpec:
         return ColourSpec(kr, kb, full, MATRIX_NAMES.get(probe.colorspace, "bt601 (untagged)"))
 
 
-def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: ColourSpec, max_value: float = 255.0,
+def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: ColourSpec, unit: float = 1.0,
                ) -> torch.Tensor:
-    """``y`` [N, H, W], ``u``/``v`` [N, H/sy, W/sx] (any integer dtype, ``max_value`` its white level:
-    255 for 8-bit, 65535 for MSB-aligned 16-bit) -> RGB uint8 [N, 3, H, W] on the same device."""
+    """``y`` [N, H, W], ``u``/``v`` [N, H/sy, W/sx] (integers; ``unit``: the value of one 8-bit step,
+    1 for 8-bit samples, 256 for MSB-aligned 16-bit ones such as P016) -> RGB uint8 [N, 3, H, W]."""
     height, width = y.shape[-2:]
-    scale = 255.0 / max_value
+    scale = 1.0 / unit
     yf = y.to(torch.float32) * scale
     uf = _upsample(u.to(torch.float32), height, width) * scale - 128.0
     vf = _upsample(v.to(torch.float32), height, width) * scale - 128.0
@@ -91,14 +93,16 @@ def yuv420p_to_rgb(frames: torch.Tensor, height: int, width: int, spec: ColourSp
 
 
 def _white(frames: torch.Tensor) -> float:
-    return 65535.0 if frames.dtype in (torch.uint16, torch.int16, torch.int32) else 255.0
+    """One 8-bit step in these samples: 16-bit containers (P016, 10/12-bit in the high bits) step by 256."""
+    return 256.0 if frames.dtype in (torch.uint16, torch.int16, torch.int32) else 1.0
 
 
 def _upsample(plane: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Chroma to luma size by repetition (what swscale's unscaled YUV->RGB path does)."""
+    """Chroma to luma size by repetition (what swscale's unscaled 8-bit YUV->RGB path does)."""
     sy, sx = -(-height // plane.shape[-2]), -(-width // plane.shape[-1])
     if sy > 1:
         plane = plane.repeat_interleave(sy, dim=-2)
     if sx > 1:
         plane = plane.repeat_interleave(sx, dim=-1)
     return plane[..., :height, :width]
+

@@ -3,6 +3,8 @@ reference path, the backend registry, and torchcodec's CPU decoder against PyAV 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 import pytest
@@ -159,7 +161,10 @@ def test_device_pipeline_on_cpu_matches_the_cpu_pipeline(videos, codec):
 def test_bare_decoders_get_the_cpu_pipeline_and_tensor_decoders_the_device_one():
     assert isinstance(as_pipeline(PyAVDecoder()), CpuFramePipeline)
     assert isinstance(pipeline_for(PyAVDecoder()), CpuFramePipeline)
-    assert isinstance(pipeline_for(TensorDecoder(PyAVDecoder())), DeviceFramePipeline)
+    assert isinstance(pipeline_for(TensorDecoder(PyAVDecoder())), CpuFramePipeline)  # CPU tensors: OpenCV path
+    on_gpu = TensorDecoder(PyAVDecoder())
+    on_gpu.device = "cuda:0"
+    assert isinstance(pipeline_for(on_gpu), DeviceFramePipeline)
     routed = DeviceFramePipeline(TensorDecoder(PyAVDecoder()))
     assert as_pipeline(routed) is routed
 
@@ -249,3 +254,61 @@ def test_torchcodec_cpu_in_the_device_pipeline_matches_the_cpu_pipeline(videos):
     assert list(got) == indices
     for index in indices:
         assert psnr(_decode_member(cpu[index], "jpg"), _decode_member(got[index], "jpg")) >= 45
+
+
+# ------------------------------------------------------------------ PyNvVideoCodec glue, with a stand-in binding
+
+
+class _StandInNvc:
+    """What the backend uses of PyNvVideoCodec, serving NV12 surfaces made from PyAV's decode (on CPU)."""
+
+    class OutputColorType:
+        NATIVE = "native"
+
+    opened: ClassVar[list[str]] = []
+
+    class SimpleDecoder:
+        def __init__(self, path, gpu_id=0, use_device_memory=True, output_color_type=None):
+            assert output_color_type == "native" and use_device_memory
+            _StandInNvc.opened.append(path)
+            self.planes = pyav_frames(path, fmt="yuv420p")
+
+        def __len__(self):
+            return len(self.planes)
+
+        def get_batch_frames_by_index(self, indices):
+            out = []
+            for i in indices:
+                plane = self.planes[i]
+                h = plane.shape[0] * 2 // 3
+                w = plane.shape[1]
+                flat = plane.reshape(-1)
+                u = flat[h * w: h * w + h * w // 4].reshape(h // 2, w // 2)
+                v = flat[h * w + h * w // 4:].reshape(h // 2, w // 2)
+                nv12 = np.concatenate([plane[:h], np.stack([u, v], -1).reshape(h // 2, w)])
+                out.append(torch.from_numpy(nv12)[..., None])  # some bindings add a channel axis
+            return out
+
+
+def test_nvcodec_backend_glue_with_a_stand_in_binding(videos, monkeypatch):
+    import sys
+
+    from pipeline.video.decode import VideoInput
+    from pipeline.video.decode_nvcodec import NvCodecDecoder
+
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", _StandInNvc)
+    decoder = NvCodecDecoder(device="cpu")
+    for name in ("h264-bt709", "h264-bt601", "hevc-bt709"):
+        video = video_input(videos[name])
+        reference = pyav_frames(videos[name])
+        got = dict(decoder.frames(video, [0, 9, 10, 23]))
+        assert sorted(got) == [0, 9, 10, 23]
+        for index, image in got.items():
+            assert psnr(image, reference[index]) >= 45, (name, index)
+    path = videos["h264-long"]
+    video = video_input(path)
+    spooled = VideoInput(video.uri, lambda: open(path, "rb"), video.probe)  # object-store input: a temp file
+    got = dict(decoder.frames(spooled, [70]))
+    assert psnr(got[70], pyav_frames(path)[70]) >= 45 and _StandInNvc.opened[-1] != str(path)
+    with pytest.raises(VideoError, match="outside"):
+        list(decoder.frames(video, [-1]))

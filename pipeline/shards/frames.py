@@ -93,9 +93,10 @@ def as_pipeline(decoder: FrameDecoder | FramePipeline) -> FramePipeline:
 
 
 def pipeline_for(decoder: FrameDecoder) -> FramePipeline:
-    """The pipeline a built backend runs in: on its device when it yields tensors, else the CPU one."""
-    return DeviceFramePipeline(decoder) if hasattr(decoder, "batches") and hasattr(decoder, "device") \
-        else CpuFramePipeline(decoder)
+    """The pipeline a built backend runs in: on the GPU when it decodes there, else the CPU one (a CPU
+    decoder's frames go through OpenCV, which resizes and encodes faster than torch on the CPU)."""
+    on_gpu = hasattr(decoder, "batches") and str(getattr(decoder, "device", "cpu")).startswith("cuda")
+    return DeviceFramePipeline(decoder) if on_gpu else CpuFramePipeline(decoder)
 
 
 class RoutedFrames:

@@ -142,6 +142,15 @@ def _needs_cuda(module: str) -> Callable[[], str | None]:
     return check
 
 
+def _torchcodec_cuda_check() -> str | None:
+    reason = _needs_cuda("torchcodec.decoders")()
+    if reason is not None:
+        return reason
+    from pipeline.video.decode_torchcodec import cuda_unusable
+
+    return cuda_unusable()
+
+
 def _torchcodec(device: str) -> Callable[..., FrameDecoder]:
     def build(threads: int | None = None) -> FrameDecoder:
         from pipeline.video.decode_torchcodec import TorchCodecDecoder
@@ -163,7 +172,7 @@ def _builtin_specs() -> list[BackendSpec]:
                     "CPU, PyAV's bundled FFmpeg: the reference path, always present"),
         BackendSpec("torchcodec-cpu", CPU, _torchcodec(CPU), lambda: module_missing("torchcodec.decoders"), 16,
                     ("420", "422", "444", "400"), "CPU, torchcodec on the system FFmpeg (override only)"),
-        BackendSpec("torchcodec-cuda", CUDA, _torchcodec(CUDA), _needs_cuda("torchcodec.decoders"), 8, ("420",),
+        BackendSpec("torchcodec-cuda", CUDA, _torchcodec(CUDA), _torchcodec_cuda_check, 8, ("420",),
                     "NVDEC through torchcodec; its own YUV->RGB on the GPU"),
         BackendSpec("nvcodec", CUDA, _nvcodec, _needs_cuda("PyNvVideoCodec"), 12, ("420", "444"),
                     "NVDEC through PyNvVideoCodec (NV12/P016 out, converted by pipeline.video.colour)"),

@@ -24,12 +24,12 @@ from pipeline.video.probe import VideoError
 class NvCodecDecoder:
     name = "nvcodec"
 
-    def __init__(self, gpu_id: int = 0) -> None:
+    def __init__(self, gpu_id: int = 0, device: str | None = None) -> None:
         import PyNvVideoCodec  # optional dependency: fails here, not at import
 
         self._nvc = PyNvVideoCodec
         self.gpu_id = gpu_id
-        self.device = f"cuda:{gpu_id}"
+        self.device = device or f"cuda:{gpu_id}"  # where frames are returned: the decoding GPU
 
     def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         for chunk, batch in self.batches(video, indices, 16):

@@ -10,6 +10,7 @@ thread was 5x slower).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Sequence
 
@@ -79,3 +80,35 @@ def _check_timestamps(video: VideoInput, indices: np.ndarray, pts_seconds: torch
         at = int(indices[int(worst.argmax())])
         raise VideoError(video.uri, f"frame {at}: decoder timestamp {got[int(worst.argmax())]:.4f} s, "
                                     f"expected {expected[int(worst.argmax())]:.4f} s")
+
+
+def cuda_unusable() -> str | None:
+    """None when this torchcodec build decodes on CUDA here; else why not. A PyPI wheel without CUDA
+    support imports fine and fails only when asked for a CUDA decoder, so try one on a tiny clip."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+
+        decoder = VideoDecoder(_tiny_h264(), device="cuda", seek_mode="exact")
+        decoder.get_frames_at([0])
+        if decoder.cpu_fallback:
+            return f"NVDEC not used by torchcodec: {decoder.cpu_fallback}"
+    except Exception as exc:
+        return f"torchcodec cannot decode on CUDA: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _tiny_h264() -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "yuv420p"
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((256, 256, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()

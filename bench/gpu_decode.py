@@ -76,6 +76,9 @@ def _run(task: tuple[str, str, str, int]) -> int:
     backend, path, mode, repeat = task
     import torch
 
+    cv2.setNumThreads(1)  # one process per core: no library may fan out threads behind the count
+    torch.set_num_threads(1)
+
     from pipeline.shards.frames import pipeline_for
     from pipeline.video import VideoInput, probe_video
     from pipeline.video.backends import build_backend

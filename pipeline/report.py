@@ -37,6 +37,8 @@ class JobReport:
     seconds: float = 0.0
     version_id: str = ""
     extra: dict = field(default_factory=dict)
+    decode: list[dict] = field(default_factory=list)  # shard job: backend (and why) of every video decoded
+    fallbacks: list[dict] = field(default_factory=list)  # shard job: files a GPU backend failed, redone on CPU
 
     @property
     def frames_per_s(self) -> float:
@@ -64,6 +66,9 @@ class JobReport:
         console.print(table)
         for warning in self.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
+        for item in self.fallbacks:
+            console.print(f"[yellow]GPU fallback[/] {item['file']} ({item['episode_id']}/{item['camera']}): "
+                          f"{item['backend']} -> {item['retried_on']}: {item['reason']}")
         for item in self.quarantined:
             console.print(f"[red]quarantined[/] {item['source_key']} ({item['episode_id']}): {item['reason']}")
         if self.missing:

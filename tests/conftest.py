@@ -66,7 +66,10 @@ def sample_view(sample_store):
     from pipeline.shards import ViewConfig
 
     store, _ = sample_store
-    view = ViewConfig(height=224, width=224, segment_steps=32, max_action_horizon=50, target_shard_bytes=6_000_000)
+    # decoder pinned to the CPU reference path: the byte-reproducibility test rebuilds it with PyAV,
+    # and on a GPU machine "auto" would route these 480p videos to NVDEC.
+    view = ViewConfig(height=224, width=224, segment_steps=32, max_action_horizon=50, target_shard_bytes=6_000_000,
+                      decoder="pyav")
     _, view_id = run_shard(str(store), view)
     return store, view_id, view
 

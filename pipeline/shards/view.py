@@ -31,7 +31,7 @@ class ViewConfig:
     target_shard_bytes: int = 1 << 30
     min_shards: int = 1
     estimated_bytes_per_pixel: float = 0.15  # for planning only: a 224x224 JPEG at q95 is about 7-10 KB
-    decoder: str = field(default="pyav", compare=False)
+    decoder: str = field(default="auto", compare=False)  # "auto": routed per video; else a backend name
 
     def __post_init__(self) -> None:
         if self.jpeg_subsampling not in JPEG_SUBSAMPLING:

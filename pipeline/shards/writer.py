@@ -27,14 +27,15 @@ import json
 import tarfile
 from collections.abc import Iterable
 
-import cv2
 import numpy as np
 
+from pipeline.shards.frames import FramePipeline, as_pipeline
+from pipeline.shards.images import encode_image, npy_bytes  # noqa: F401  (encode_image: kept importable here)
 from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
 from pipeline.shards.plan import SegmentPlan, ShardPlan, shard_key
-from pipeline.shards.view import JPEG_SUBSAMPLING, ViewConfig
+from pipeline.shards.view import ViewConfig
 from pipeline.store import EpisodeStore
-from pipeline.video import FrameDecoder, resize_frame
+from pipeline.video import FrameDecoder
 from schemas import EpisodeMeta, StepArrays, rate_to_str
 
 BLOCK = tarfile.BLOCKSIZE
@@ -74,26 +75,6 @@ def episode_fingerprint(meta: EpisodeMeta, view: ViewConfig) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def encode_image(rgb: np.ndarray, view: ViewConfig) -> bytes:
-    if view.frame_codec == "npy":
-        return npy_bytes(rgb)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    params = []
-    if view.frame_codec == "jpg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality,
-                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR, JPEG_SUBSAMPLING[view.jpeg_subsampling]]
-    ok, data = cv2.imencode(f".{view.frame_codec}", bgr, params)
-    if not ok:
-        raise ValueError(f"{view.frame_codec} encoding failed")
-    return data.tobytes()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
 class _TarBuilder:
     """Append members with deterministic headers and remember where each one's data starts."""
 
@@ -120,8 +101,11 @@ class _TarBuilder:
 
 
 def write_shard(store: EpisodeStore, view: ViewConfig, plan: ShardPlan, metas: dict[str, EpisodeMeta],
-                decoder: FrameDecoder) -> tuple[ShardSummary, int]:
-    """Write the shard of ``plan`` unless it exists already. Returns its summary and the frames decoded."""
+                decoder: FrameDecoder | FramePipeline) -> tuple[ShardSummary, int]:
+    """Write the shard of ``plan`` unless it exists already. Returns its summary and the frames decoded.
+
+    ``decoder`` is a frame decoder (decoded, resized and encoded on the CPU) or a whole frame pipeline
+    (pipeline.shards.frames: GPU, or routed per video)."""
     key = shard_key(view, plan.segments, {e: episode_fingerprint(metas[e], view) for e in plan.episodes})
     if plan.key and plan.key != key:
         raise ValueError(f"shard plan key {plan.key} does not match its content ({key}): catalog changed under the job")
@@ -180,8 +164,9 @@ def _by_episode(segments: Iterable[SegmentPlan]) -> list[tuple[str, list[Segment
 
 
 def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, segments: list[SegmentPlan],
-                    view: ViewConfig, decoder: FrameDecoder) -> dict[str, dict[int, bytes]]:
+                    view: ViewConfig, decoder: FrameDecoder | FramePipeline) -> dict[str, dict[int, bytes]]:
     """Per camera, the encoded frames these segments use, keyed by frame index within the episode."""
+    pipeline = as_pipeline(decoder)
     first = segments[0].step_start
     last = segments[-1].step_start + segments[-1].num_steps
     encoded: dict[str, dict[int, bytes]] = {}
@@ -192,10 +177,9 @@ def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, s
         used = np.unique(steps.frame_index[name][first:last])
         used = used[used >= 0]
         video = store.video_input(cam)
-        out: dict[int, bytes] = {}
-        for absolute, rgb in decoder.frames(video, (used + cam.frame_start).tolist()):
-            out[absolute - cam.frame_start] = encode_image(resize_frame(rgb, view.height, view.width), view)
-        encoded[name] = out
+        absolute = pipeline.encode_video(video, (used + cam.frame_start).tolist(), view,
+                                         episode_id=meta.episode_id, camera=name)
+        encoded[name] = {index - cam.frame_start: data for index, data in absolute.items()}
     return encoded
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 import numpy as np
 
 from pipeline.video.probe import VideoError, VideoProbe
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -33,6 +36,25 @@ class FrameDecoder(Protocol):
     def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, rgb)`` for every index in ``indices`` (ascending, unique)."""
         ...
+
+
+class DeviceFrameDecoder(FrameDecoder, Protocol):
+    """A decoder whose frames can stay where they were decoded (a GPU): batches of NCHW uint8 tensors."""
+
+    device: str
+
+    def batches(self, video: VideoInput, indices: Sequence[int], batch_size: int,
+                ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Yield ``(indices, frames[N, 3, H, W] uint8 on self.device)`` covering ``indices`` in order."""
+        ...
+
+
+def checked_indices(video: VideoInput, indices: Sequence[int]) -> np.ndarray:
+    """``indices`` sorted and unique, or a VideoError naming the file when one is out of range."""
+    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    if wanted.size and (wanted[0] < 0 or wanted[-1] >= video.probe.num_frames):
+        raise VideoError(video.uri, f"frames {wanted[0]}..{wanted[-1]} outside 0..{video.probe.num_frames - 1}")
+    return wanted
 
 
 class PyAVDecoder:
@@ -77,6 +99,8 @@ class PyAVDecoder:
         raise VideoError(video.uri, f"video ended before frame {int(wanted[position])}")
 
 
-def available_decoders() -> dict[str, Callable[[], FrameDecoder]]:
-    """Backends that can be built on this machine (GPU ones register here when present)."""
-    return {"pyav": PyAVDecoder}
+def available_decoders() -> dict[str, Callable[..., FrameDecoder]]:
+    """Backends that can be built on this machine (see pipeline.video.backends; GPU ones when present)."""
+    from pipeline.video.backends import available_backends, backend_spec
+
+    return {name: backend_spec(name).build for name in available_backends()}

@@ -35,6 +35,8 @@ class VideoProbe:
     bit_depth: int
     start_pts: int
     time_base: Fraction
+    colorspace: int = 2  # FFmpeg AVColorSpace of the stream (2: unspecified); picks the YUV->RGB matrix
+    color_range: int = 0  # FFmpeg AVColorRange (0: unspecified, 1: limited/MPEG, 2: full/JPEG)
 
     def frame_pts(self, index: int) -> int:
         """Presentation timestamp of frame ``index`` (constant frame rate, checked at probe)."""
@@ -72,6 +74,8 @@ def probe_container(container: av.container.InputContainer, uri: str) -> VideoPr
         bit_depth=_bit_depth(fmt.name if fmt else ""),
         start_pts=int(pts_sorted[0]),
         time_base=time_base,
+        colorspace=int(stream.codec_context.colorspace or 2),
+        color_range=int(stream.codec_context.color_range or 0),
     )
 
 

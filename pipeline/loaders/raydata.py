@@ -38,7 +38,7 @@ class _BatchBuilder:
 
 def collate_numpy(batch: dict[str, np.ndarray]) -> dict:
     """Numeric columns -> tensors, text columns -> lists of str (as the torch loader yields them)."""
-    return {key: torch.from_numpy(np.ascontiguousarray(value)) if value.dtype.kind in "biuf"
+    return {key: torch.from_numpy(np.array(value)) if value.dtype.kind in "biuf"  # a writable copy
             else [str(v) for v in value] for key, value in batch.items()}
 
 

@@ -38,21 +38,31 @@ def ray_head(tmp_path_factory):
          f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_dashboard(address, head)
+        yield address, env
+    finally:  # also when the head never came up: never leave a cluster behind
+        _stop(head)
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
+            return
         except urllib.error.HTTPError:  # up, and asking for the auth token
-            break
+            return
         except OSError:
             if head.poll() is not None:
                 pytest.fail("ray start --head exited")
             time.sleep(1)
-    else:
-        pytest.fail("the Ray dashboard did not come up")
-    yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
+    pytest.fail("the Ray dashboard did not come up")
+
+
+def _stop(head: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         head.wait(timeout=20)
     with contextlib.suppress(ProcessLookupError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -81,7 +82,7 @@ def actionreel_rate(store: Path, view_id: str, batches: int, warmup: int = 3) ->
     seen, epoch, started = 0, 0, None
     while True:
         dataset = VLADataset(source, VLAConfig(batch_size=BATCH, action_horizon=HORIZON), epoch=epoch)
-        for number, batch in enumerate(make_loader(dataset, num_workers=2)):
+        for number, batch in enumerate(make_loader(dataset, num_workers=2, reuse_buffers=True)):
             if started is None and number + 1 == warmup:
                 started = time.perf_counter()
                 continue
@@ -105,13 +106,22 @@ def baseline_rate(source: Path, height: int, width: int, batches: int) -> float:
 
 
 def scaled_view(store: Path, view_id: str, factor: int) -> str:
-    """A view manifest listing the same shards ``factor`` times: a dataset factor x larger for the loader."""
+    """A view listing the same shards ``factor`` times (and a sample table to match): a dataset factor x
+    larger as far as the loader can tell, without writing factor x the bytes."""
     manifest = json.loads((store / f"views/{view_id}/view.json").read_text())
-    manifest["shards"] = [dict(s, name=f"{s['name']}-{k}") for k in range(factor) for s in manifest["shards"]]
+    shards = len(manifest["shards"])
+    table = pq.read_table(store / manifest["samples_path"])
+    copies = []
+    for k in range(factor):
+        shard = pa.array(table.column("shard").to_numpy() + k * shards, pa.int32())
+        copies.append(table.set_column(table.column_names.index("shard"), "shard", shard))
     scaled_id = f"x{factor}-{view_id[:16]}"
-    manifest["view_id"] = scaled_id
-    (store / f"views/{scaled_id}").mkdir(parents=True, exist_ok=True)
-    (store / f"views/{scaled_id}/view.json").write_text(json.dumps(manifest))
+    folder = store / f"views/{scaled_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.concat_tables(copies), folder / "samples.parquet")
+    manifest["shards"] = [dict(s, name=f"{s['name']}-{k}") for k in range(factor) for s in manifest["shards"]]
+    manifest["view_id"], manifest["samples_path"] = scaled_id, f"views/{scaled_id}/samples.parquet"
+    (folder / "view.json").write_text(json.dumps(manifest))
     return scaled_id
 
 
@@ -119,7 +129,7 @@ def memory_probe(store: str, view_id: str, batches: int) -> None:
     """Run in a fresh process: iterate ``batches`` batches, print peak RSS of the main process and workers."""
     source = ViewSource(store, view_id)
     dataset = VLADataset(source, VLAConfig(batch_size=BATCH, action_horizon=HORIZON))
-    for number, _ in enumerate(make_loader(dataset, num_workers=2)):
+    for number, _ in enumerate(make_loader(dataset, num_workers=2, reuse_buffers=True)):
         if number + 1 >= batches:
             break
     print(json.dumps(max_rss_mb()))
@@ -132,6 +142,13 @@ def memory_mb(store: Path, view_id: str, batches: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+VIEWS = {  # frame codec settings compared at each size (the first is the default view)
+    "jpg q95 4:4:4 (default)": {},
+    "jpg q90 4:2:0": {"jpeg_quality": 90, "jpeg_subsampling": "420"},
+    "raw (npy)": {"frame_codec": "npy"},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=150)
@@ -141,17 +158,22 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {}
     for height, width in ((480, 640), (224, 224)):
-        view = ViewConfig(height=height, width=width, max_action_horizon=HORIZON, target_shard_bytes=64_000_000)
-        view_id = prepared_view(store, view)
-        big = scaled_view(store, view_id, 10)
-        ours = actionreel_rate(store, big, args.batches)
         base = baseline_rate(source, height, width, args.baseline_batches)
-        mem_1x, mem_10x = memory_mb(store, view_id, 40), memory_mb(store, big, 40)
-        results[f"{height}x{width}"] = {"actionreel_samples_per_s": round(ours, 1),
-                                        "baseline_samples_per_s": round(base, 1), "ratio": round(ours / base, 1),
-                                        "memory_mb_1x": mem_1x, "memory_mb_10x": mem_10x}
-        print(f"{height}x{width}: ActionReel {ours:,.0f} samples/s | decode-per-sample baseline {base:,.0f} "
-              f"samples/s | ratio {ours / base:.1f}x | peak RSS 1x {mem_1x} MB, 10x {mem_10x} MB", flush=True)
+        row = {"baseline_samples_per_s": round(base, 1)}
+        for label, options in VIEWS.items():
+            view = ViewConfig(height=height, width=width, max_action_horizon=HORIZON, target_shard_bytes=256_000_000,
+                              decoder="pyav", **options)
+            view_id = prepared_view(store, view)
+            big = scaled_view(store, view_id, 10)
+            ours = actionreel_rate(store, big, args.batches)
+            mem_1x, mem_10x = memory_mb(store, view_id, 40), memory_mb(store, big, 40)
+            row[label] = {"samples_per_s": round(ours, 1), "ratio_vs_baseline": round(ours / base, 1),
+                          "peak_rss_mb_1x": mem_1x, "peak_rss_mb_10x": mem_10x}
+            print(f"{height}x{width} {label:24s}: ActionReel {ours:7,.0f} samples/s | decode-per-sample baseline "
+                  f"{base:5,.0f} samples/s | ratio {ours / base:5.1f}x | peak RSS main/workers 1x "
+                  f"{mem_1x['self']:.0f}/{mem_1x['children']:.0f} MB, 10x {mem_10x['self']:.0f}/"
+                  f"{mem_10x['children']:.0f} MB", flush=True)
+        results[f"{height}x{width}"] = row
     path = write_result("vla_loader", results)
     print(f"results: {path}")
 

@@ -39,7 +39,7 @@ def run_demo(out: str, batches: int = 20, fresh: bool = True) -> dict:
     console.rule("4/4 VLA loader: DataLoader, 2 workers, batch 32, H=50, quantile normalization")
     source_view = ViewSource(str(store), view_id)
     dataset = VLADataset(source_view, VLAConfig(batch_size=32, action_horizon=50, normalization="quantile"))
-    loader = make_loader(dataset, num_workers=2)
+    loader = make_loader(dataset, num_workers=2, reuse_buffers=True)
     seen, t0 = 0, time.perf_counter()
     first = None
     for number, batch in enumerate(loader):

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.loaders.members import shared_uint8
 from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig, worker_batches
+from pipeline.loaders.transport import SLOT_KEY, BufferedLoader
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -41,6 +43,8 @@ class UnitDataset(IterableDataset):
         self.batched = batched
         self.epoch = epoch
         self.start_global = 0
+        self.ring = None  # set by pipeline.loaders.transport.BufferedLoader
+        self._slot: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ subclass API
 
@@ -53,6 +57,19 @@ class UnitDataset(IterableDataset):
     def identity(self) -> dict:
         """What the order depends on; a resume refuses a state saved under a different identity."""
         raise NotImplementedError
+
+    def image_buffer_shape(self) -> tuple[int, ...]:
+        """Shape of a batch's uint8 image buffer (channels last)."""
+        raise NotImplementedError
+
+    def image_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Where ``build_batch`` decodes a batch's images: a reused ring slot under a BufferedLoader,
+        else a fresh (shared-memory, in a worker) tensor."""
+        got = self.ring.acquire(shape) if self.ring is not None else None
+        if got is None:
+            return shared_uint8(shape)
+        buffer, self._slot = got
+        return buffer
 
     # ------------------------------------------------------------ order
 
@@ -70,9 +87,14 @@ class UnitDataset(IterableDataset):
         return BatchPlan(self.total_units(), c.batch_size, c.rank, c.world_size, self.start_global)
 
     def epoch_order(self, epoch: int | None = None) -> EpochOrder:
+        """The order of an epoch (cached: one epoch is consulted for every batch)."""
         c = self.order_config
-        return EpochOrder(self.unit_counts(), c.seed, self.epoch if epoch is None else epoch, c.shuffle,
-                          c.shuffle_buffer)
+        epoch = self.epoch if epoch is None else epoch
+        cached = getattr(self, "_order_cache", None)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, EpochOrder(self.unit_counts(), c.seed, epoch, c.shuffle, c.shuffle_buffer))
+            self._order_cache = cached
+        return cached[1]
 
     def batch_at(self, positions: np.ndarray) -> dict:
         """The batch at these stream positions of the current epoch."""
@@ -96,8 +118,17 @@ class UnitDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         plan = self.plan()
         for j in worker_batches(plan.batches_per_rank, worker, workers):
+            self._slot = None
             batch = self.batch_at(plan.positions(j))
+            if self._slot is not None:
+                batch = _small_tensors_as_numpy(batch)  # pickled by value: cheaper than a segment each
+                batch[SLOT_KEY] = np.asarray(self._slot)
             yield batch if self.batched else unbatch(batch)
+
+
+def _small_tensors_as_numpy(batch: dict, limit: int = 1 << 20) -> dict:
+    """Tensors under ``limit`` bytes as numpy arrays (BufferedLoader turns them back into tensors)."""
+    return {k: v.numpy() if isinstance(v, torch.Tensor) and v.nbytes < limit else v for k, v in batch.items()}
 
 
 def unbatch(batch: dict) -> dict:
@@ -105,8 +136,14 @@ def unbatch(batch: dict) -> dict:
 
 
 def make_loader(dataset: UnitDataset, num_workers: int = 2, pin_memory: bool = False,
-                prefetch_factor: int | None = 4) -> DataLoader:
-    """A DataLoader for a batching dataset: batches are built inside workers and delivered in order."""
+                prefetch_factor: int | None = 4, reuse_buffers: bool = False):
+    """A DataLoader for a batching dataset: batches are built inside workers and delivered in order.
+
+    ``reuse_buffers``: workers decode into a ring of shared buffers allocated once instead of a fresh
+    shared-memory segment per batch (several times faster for large frames); a batch's images are then
+    valid only until the next batch is requested (pipeline.loaders.transport)."""
+    if reuse_buffers:
+        return BufferedLoader(dataset, num_workers, prefetch_factor or 2, pin_memory)
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections import OrderedDict
@@ -28,6 +29,15 @@ class SampleArrays:
     action_valid: np.ndarray
     timestamp: np.ndarray
     task_index: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def npy_header_bytes(shape: tuple[int, ...]) -> int:
+    """Length of the .npy header ``np.save`` writes for a C-ordered uint8 array of ``shape``."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": tuple(shape)}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return len(buffer.getvalue())
 
 
 def load_npy(data: bytes) -> np.ndarray:
@@ -93,7 +103,13 @@ class SampleReader:
 
     def frame_into(self, sample: int, camera: str, offset: int, out: np.ndarray) -> bool:
         """Decode the camera's frame of step ``offset`` of ``sample`` into ``out``; False (zeros) when absent."""
-        data = self.source.member(sample, f"{camera}.{offset:04d}.{self.codec}")
+        suffix = f"{camera}.{offset:04d}.{self.codec}"
+        if self.codec == "npy":  # raw frames: read straight into the batch buffer, past the .npy header
+            found = self.source.read_into(sample, suffix, out, npy_header_bytes(out.shape))
+            if not found:
+                out[...] = 0
+            return found
+        data = self.source.member(sample, suffix)
         if data is None:
             out[...] = 0
             return False

@@ -27,11 +27,12 @@ class ResumeError(ValueError):
 
 class ResumableLoader:
     def __init__(self, dataset: UnitDataset, num_workers: int = 2, pin_memory: bool = False,
-                 prefetch_factor: int | None = 4) -> None:
+                 prefetch_factor: int | None = 4, reuse_buffers: bool = False) -> None:
         if not dataset.batched:
             raise ValueError("ResumableLoader needs a batching dataset (batch_size set)")
         self.dataset = dataset
         self.num_workers, self.pin_memory, self.prefetch_factor = num_workers, pin_memory, prefetch_factor
+        self.reuse_buffers = reuse_buffers
         self.epoch = dataset.epoch
         self.global_batch = dataset.start_global
         self._consumed_this_epoch = 0
@@ -44,7 +45,7 @@ class ResumableLoader:
         """The rest of the current epoch; afterwards the loader stands at the start of the next."""
         world = self.dataset.order_config.world_size
         self.dataset.set_position(self.epoch, self.global_batch)
-        loader = make_loader(self.dataset, self.num_workers, self.pin_memory, self.prefetch_factor)
+        loader = make_loader(self.dataset, self.num_workers, self.pin_memory, self.prefetch_factor, self.reuse_buffers)
         for batch in loader:
             self.global_batch += world
             yield batch

@@ -184,6 +184,25 @@ class ViewSource:
         start = offset - entry.offset
         return blob[start: start + size]
 
+    def read_into(self, sample: int, suffix: str, out: np.ndarray, skip: int) -> bool:
+        """Copy a member's bytes after its first ``skip`` into ``out`` (exactly filled) with one ``preadv``
+        when the shard is on local disk: no intermediate buffer. False when the member is absent."""
+        entry = self.entry(sample)
+        location = entry.members.get(suffix)
+        if location is None:
+            return False
+        offset, size = location
+        if size - skip != out.nbytes:
+            raise ValueError(f"member {entry.key}.{suffix} holds {size - skip} bytes, expected {out.nbytes}")
+        shard = int(self.table["shard"][sample])
+        handle = self._handle(shard) if (self._local or self.cache is not None) else None
+        if handle is not None:
+            if os.preadv(handle, [memoryview(out).cast("B")], offset + skip) != out.nbytes:
+                raise OSError(f"shard {self.manifest.shards[shard].tar_path}: short read at {offset}")
+        else:
+            out.reshape(-1)[:] = np.frombuffer(self.member(sample, suffix), np.uint8, offset=skip)
+        return True
+
     def _handle(self, shard: int) -> int | None:
         handle = self._handles.get(shard)
         if handle is not None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.loaders.base import UnitDataset, make_loader, order_config
-from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, shared_uint8, stack_padded
+from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, stack_padded
 from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.source import SampleFilter, ViewSource
 
@@ -94,9 +94,12 @@ class VLADataset(UnitDataset):
     def identity(self) -> dict:
         return {"view": self.source.view_id, "config": asdict(self.config) | {"rank": None, "world_size": None}}
 
+    def image_buffer_shape(self) -> tuple[int, ...]:
+        return (self.order_config.batch_size, len(self.cameras), self.height, self.width, 3)
+
     def build_batch(self, shards: np.ndarray, units: np.ndarray) -> dict:
         size, horizon = len(units), self.config.action_horizon
-        images = shared_uint8((size, len(self.cameras), self.height, self.width, 3))
+        images = self.image_buffer((size, len(self.cameras), self.height, self.width, 3))
         pixels = images.numpy()
         image_mask = np.zeros((size, len(self.cameras)), bool)
         rows, states, state_valid, actions, pads, valids = [], [], [], [], [], []

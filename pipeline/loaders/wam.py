@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.loaders.base import UnitDataset, order_config
-from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, shared_uint8, stack_padded
+from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, stack_padded
 from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.source import SampleFilter, ViewSource
 
@@ -160,10 +160,13 @@ class WAMDataset(UnitDataset):
     def identity(self) -> dict:
         return {"view": self.source.view_id, "config": asdict(self.config) | {"rank": None, "world_size": None}}
 
+    def image_buffer_shape(self) -> tuple[int, ...]:
+        return (self.order_config.batch_size, len(self.cameras), self.config.frames, self.height, self.width, 3)
+
     def build_batch(self, shards: np.ndarray, units: np.ndarray) -> dict:
         t = self.config.frames
         size = len(units)
-        frames = shared_uint8((size, len(self.cameras), t, self.height, self.width, 3))
+        frames = self.image_buffer((size, len(self.cameras), t, self.height, self.width, 3))
         pixels = frames.numpy()
         frame_mask = np.zeros((size, len(self.cameras), t), bool)
         infos, keys, steps, states, actions, masks, instructions, strides = [], [], [], [], [], [], [], []

@@ -209,7 +209,7 @@ def main(
     jpeg_subsampling: str = typer.Option("444", "--jpeg-subsampling", help="444 | 422 | 420"),
     segment_steps: int = typer.Option(64, "--segment-steps"),
     max_action_horizon: int = typer.Option(64, "--max-action-horizon"),
-    shard_mb: float = typer.Option(1024.0, "--shard-mb", help="Target shard size in MB"),
+    shard_mb: float = typer.Option(None, "--shard-mb", help="Target shard size in MB (default: 1 GiB)"),
     min_shards: int = typer.Option(1, "--min-shards"),
     decoder: str = typer.Option("auto", "--decoder", help="auto (route per video) | pyav | torchcodec-cpu | "
                                                            "torchcodec-cuda | nvcodec"),
@@ -222,7 +222,8 @@ def main(
     view = ViewConfig(cameras=tuple(cameras.split(",")) if cameras else None, height=height, width=width,
                       frame_codec=frame_codec, jpeg_quality=jpeg_quality, jpeg_subsampling=jpeg_subsampling,
                       segment_steps=segment_steps,
-                      max_action_horizon=max_action_horizon, target_shard_bytes=int(shard_mb * 1e6),
+                      max_action_horizon=max_action_horizon,
+                      target_shard_bytes=int(shard_mb * 1e6) if shard_mb else ViewConfig.target_shard_bytes,
                       min_shards=min_shards, decoder=decoder)
     report, view_id = run_shard(store, view, version=version, concurrency=concurrency, ray_address=ray_address)
     report.render()

@@ -53,3 +53,18 @@ def test_both_jobs_have_a_manifest():
 def test_runtime_env_excludes_local_state():
     env = yaml.safe_load((REPO / "infra" / "runtime_env.yaml").read_text())
     assert {".venv", ".git"} <= set(env["excludes"])
+
+
+def test_cli_shard_defaults_equal_the_python_view_defaults(sample_store):
+    """`actionreel shard --size HxW` and `ViewConfig(height=H, width=W)` name the same view (README)."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from pipeline.loaders import ViewSource
+    from pipeline.shards import ViewConfig
+
+    store, _ = sample_store
+    result = CliRunner().invoke(app, ["shard", "--store", str(store), "--size", "40x56", "--decoder", "pyav"])
+    assert result.exit_code == 0, result.output
+    source = ViewSource.open(str(store), "latest", view=ViewConfig(height=40, width=56))
+    assert source.manifest.config.height == 40 and source.manifest.num_steps > 0

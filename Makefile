@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-formats clean
+.PHONY: demo test bench bench-formats bench-gpu bench-augment clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.vla_loader
+	$(BIN)/python -m bench.wam_loader
+
+bench-gpu: $(STAMP)
+	$(BIN)/python -m bench.gpu_decode
+
+bench-augment: $(STAMP)
+	$(BIN)/python -m bench.augment
 
 bench-formats: $(STAMP)
 	$(BIN)/python -m bench.ingest_formats

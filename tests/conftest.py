@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+# The read-only sample data beside the repository (../shared/data); ACTIONREEL_SHARED_DATA points elsewhere.
+SHARED = Path(os.environ.get("ACTIONREEL_SHARED_DATA", REPO.parent / "shared" / "data"))
 REAL = SHARED / "real"
 REFERENCE = SHARED / "reference"
 

@@ -57,6 +57,18 @@ def checked_indices(video: VideoInput, indices: Sequence[int]) -> np.ndarray:
     return wanted
 
 
+class BatchedDecoder:
+    """Mixin for device decoders that decode in batches: ``frames`` as host arrays from ``batches``."""
+
+    def batches(self, video: VideoInput, indices: Sequence[int], batch_size: int):
+        raise NotImplementedError
+
+    def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for chunk, batch in self.batches(video, indices, 16):
+            host = batch.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            yield from zip(chunk, host, strict=True)
+
+
 class PyAVDecoder:
     """CPU decoding through PyAV's bundled FFmpeg, with an explicit thread count."""
 

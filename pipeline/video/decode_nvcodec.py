@@ -13,15 +13,14 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 
 from pipeline.video.colour import ColourSpec, nv12_to_rgb, planar_to_rgb
-from pipeline.video.decode import VideoInput, checked_indices
+from pipeline.video.decode import BatchedDecoder, VideoInput, checked_indices
 from pipeline.video.probe import VideoError
 
 
-class NvCodecDecoder:
+class NvCodecDecoder(BatchedDecoder):
     name = "nvcodec"
 
     def __init__(self, gpu_id: int = 0, device: str | None = None) -> None:
@@ -30,11 +29,6 @@ class NvCodecDecoder:
         self._nvc = PyNvVideoCodec
         self.gpu_id = gpu_id
         self.device = device or f"cuda:{gpu_id}"  # where frames are returned: the decoding GPU
-
-    def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        for chunk, batch in self.batches(video, indices, 16):
-            host = batch.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            yield from zip(chunk, host, strict=True)
 
     def batches(self, video: VideoInput, indices: Sequence[int], batch_size: int,
                 ) -> Iterator[tuple[list[int], torch.Tensor]]:

@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.video.decode import VideoInput, checked_indices
+from pipeline.video.decode import BatchedDecoder, VideoInput, checked_indices
 from pipeline.video.probe import VideoError
 
 
-class TorchCodecDecoder:
+class TorchCodecDecoder(BatchedDecoder):
     def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
         from torchcodec.decoders import VideoDecoder  # optional dependency: fails here, not at import
 
@@ -29,11 +29,6 @@ class TorchCodecDecoder:
         self.device = device
         self.name = "torchcodec-cuda" if device.startswith("cuda") else "torchcodec-cpu"
         self.threads = threads if threads is not None else max(1, min(4, os.cpu_count() or 1))
-
-    def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        for chunk, batch in self.batches(video, indices, 16):
-            host = batch.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            yield from zip(chunk, host, strict=True)
 
     def batches(self, video: VideoInput, indices: Sequence[int], batch_size: int,
                 ) -> Iterator[tuple[list[int], torch.Tensor]]:

@@ -35,7 +35,7 @@ def picture(seed: int) -> np.ndarray:
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
+def jpeg(rgb: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
@@ -52,7 +52,7 @@ def write_rlds(root: Path, episodes: int = 12, steps: int = 50) -> Path:
         f["steps/is_first"].int64_list.value.extend([1] + [0] * (steps - 1))
         f["steps/is_last"].int64_list.value.extend([0] * (steps - 1) + [1])
         f["steps/language_instruction"].bytes_list.value.extend([b"pick up the cup"] * steps)
-        f["steps/observation/image"].bytes_list.value.extend(_jpeg(picture(e * steps + t)) for t in range(steps))
+        f["steps/observation/image"].bytes_list.value.extend(jpeg(picture(e * steps + t)) for t in range(steps))
         records.append(frame_record(example.SerializeToString()))
     (folder / "bench_rlds-train.tfrecord-00000-of-00001").write_bytes(b"".join(records))
     (folder / "dataset_info.json").write_text(json.dumps({"name": "bench_rlds", "splits": [
@@ -117,7 +117,7 @@ def write_ros(root: Path, bags: int = 3, seconds: int = 8) -> Path:
                 else:
                     writer.write_message("/camera/compressed", image, {
                         "header": {"stamp": stamp, "frame_id": ""}, "format": "jpeg",
-                        "data": _jpeg(picture(b * 1000 + k))}, log_time=t + NS)
+                        "data": jpeg(picture(b * 1000 + k))}, log_time=t + NS)
             writer.finish()
     return folder
 

@@ -10,9 +10,11 @@ then three things are timed on the same data, in the same run:
 - ``connector``: ActionReel's connector discovers and reads every episode and produces every
   frame (one process, like the native reader);
 - ``ingest``: the full ingest job on a local Ray already started and warmed up (read, validate,
-  encode H.264 or copy video, write the store, commit a version).
+  keep source JPEG frames as they are, encode raw frames to H.264 or copy video, write the store,
+  commit a version).
 
-Reported: frames/s of each and the ratios connector/native and ingest/native (target >= 0.7).
+Reported: frames/s of each, the ratios connector/native and ingest/native (target >= 0.7), and the
+bytes stored per frame (JPEG passthrough and encoder presets trade speed against storage).
 """
 
 from __future__ import annotations
@@ -158,38 +160,47 @@ def run(only: list[str] | None = None) -> list[dict]:
             assert native_frames == connector_frames == report.frames, (name, native_frames, connector_frames,
                                                                         report.frames)
             rows.append({"format": name, "episodes": report.stored, "frames": report.frames,
+                         "stored_kib_per_frame": report.bytes / 1024 / max(report.frames, 1),
                          "native_fps": native_frames / native_s, "connector_fps": connector_frames / connector_s,
                          "ingest_fps": report.frames / ingest_s,
                          "connector_ratio": native_s / connector_s, "ingest_ratio": native_s / ingest_s})
     return rows
 
 
-def encode_ceiling(frames: int = 300) -> float:
-    """Frames/s of the store's default H.264 encode alone, one process: the bound on ingesting image sequences."""
+def encode_ceiling(frames: int = 300) -> tuple[float, float]:
+    """Frames/s of the store's default H.264 encode alone and of JPEG passthrough alone (header checks +
+    mux), one process: the bounds on ingesting raw and JPEG image sequences."""
     from fractions import Fraction
 
     from pipeline.video import EncodeConfig, encode_frames
+    from pipeline.video.mjpeg import mux_jpeg_frames
 
     pictures = [samples.picture(i) for i in range(frames)]
     started = time.perf_counter()
     encode_frames(iter(pictures), Fraction(30), samples.W, samples.H, EncodeConfig())
-    return frames / (time.perf_counter() - started)
+    encode_fps = frames / (time.perf_counter() - started)
+    jpegs = [samples.jpeg(p) for p in pictures]
+    started = time.perf_counter()
+    assert mux_jpeg_frames(jpegs, Fraction(30), samples.W, samples.H).count == frames
+    return encode_fps, frames / (time.perf_counter() - started)
 
 
 def main(out: str = typer.Option(".bench/ingest_formats.json", "--out"),
          only: str = typer.Option("", "--only", help="Comma-separated formats (default: all)")) -> None:
     rows = run([s for s in only.split(",") if s] or None)
     header = f"{'format':<15} {'episodes':>8} {'frames':>7} {'native f/s':>11} {'connector f/s':>14} " \
-             f"{'ingest f/s':>11} {'conn/native':>12} {'ingest/native':>14}"
+             f"{'ingest f/s':>11} {'conn/native':>12} {'ingest/native':>14} {'KiB/frame':>10}"
     print(header)
     for r in rows:
         print(f"{r['format']:<15} {r['episodes']:>8} {r['frames']:>7} {r['native_fps']:>11.0f} "
               f"{r['connector_fps']:>14.0f} {r['ingest_fps']:>11.0f} {r['connector_ratio']:>12.2f} "
-              f"{r['ingest_ratio']:>14.2f}")
-    ceiling = encode_ceiling()
-    print(f"H.264 encode alone ({samples.W}x{samples.H}, default EncodeConfig, one process): {ceiling:.0f} frames/s")
+              f"{r['ingest_ratio']:>14.2f} {r['stored_kib_per_frame']:>10.1f}")
+    encode_fps, passthrough_fps = encode_ceiling()
+    print(f"H.264 encode alone ({samples.W}x{samples.H}, default EncodeConfig, one process): {encode_fps:.0f} "
+          f"frames/s; JPEG passthrough alone: {passthrough_fps:.0f} frames/s")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"rows": rows, "encode_fps": ceiling}, indent=2))
+    Path(out).write_text(json.dumps({"rows": rows, "encode_fps": encode_fps, "passthrough_fps": passthrough_fps},
+                                    indent=2))
 
 
 if __name__ == "__main__":

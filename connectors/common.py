@@ -152,8 +152,13 @@ def rgb_array(image: np.ndarray, path: str, episode: str, field: str, *, bgr: bo
 
 
 def frame_sequence(produce: Callable[[], Iterable[np.ndarray]], num_frames: int, fps: Fraction, height: int,
-                   width: int, path: str, episode: str, field: str) -> FrameSequence:
-    """A lazily produced camera whose every frame is checked against the declared geometry."""
+                   width: int, path: str, episode: str, field: str,
+                   jpeg: Callable[[], Iterable[bytes]] | None = None) -> FrameSequence:
+    """A lazily produced camera whose every frame is checked against the declared geometry.
+
+    ``jpeg``: the same frames as the source's JPEG bytes, when ``produce`` decodes exactly those
+    bytes with no channel swap; the store may keep them as they are (schemas.FrameSequence).
+    """
 
     def frames() -> Iterator[np.ndarray]:
         count = 0
@@ -166,7 +171,9 @@ def frame_sequence(produce: Callable[[], Iterable[np.ndarray]], num_frames: int,
         if count != num_frames:
             raise SourceError(path, f"{count} frames produced, {num_frames} expected", episode, field)
 
-    return FrameSequence(frames=frames, num_frames=num_frames, fps=fps, width=width, height=height)
+    return FrameSequence(frames=frames, num_frames=num_frames, fps=fps, width=width, height=height,
+                         encoded=(lambda: iter(jpeg())) if jpeg is not None else None,
+                         encoded_codec="jpeg" if jpeg is not None else "")
 
 
 def check_dims(height: int, width: int, path: str, episode: str, field: str) -> None:

@@ -3,7 +3,7 @@
 Layout under the store root (local folder or fsspec URL):
 
     objects/steps/<sha[:2]>/<sha>.parquet     one episode's steps (schemas.steps_schema)
-    objects/videos/<sha[:2]>/<sha>.mp4        a camera video (source stream copied, or encoded)
+    objects/videos/<sha[:2]>/<sha>.mp4        a camera video (source stream copied, source JPEGs muxed, or encoded)
     objects/catalog/<sha[:2]>/<sha>.parquet   episode catalog of a version (schemas.CATALOG_SCHEMA)
     objects/stats/<sha[:2]>/<sha>.json        normalization statistics of a version
     index/ingested/<key[:2]>/<key>.json       ingest memo: (episode, source checksum, config) -> catalog row
@@ -41,6 +41,7 @@ from pipeline.video import (
     encode_frames,
     probe_video,
 )
+from pipeline.video.mjpeg import PASSTHROUGH_PARAMS, mux_jpeg_frames
 from schemas import (
     CATALOG_SCHEMA,
     CameraInfo,
@@ -160,12 +161,45 @@ class EpisodeStore:
         return self._camera_with(cam, probe, ref, source.frame_start, "source", "")
 
     def _store_frames(self, cam: CameraInfo, source: FrameSequence, encode: EncodeConfig) -> CameraInfo:
+        refused = ""
+        if source.encoded is not None and encode.jpeg_passthrough:
+            if source.encoded_codec == "jpeg":
+                stored = self._store_jpeg_frames(cam, source)
+                if isinstance(stored, CameraInfo):
+                    return stored
+                refused = f"; jpeg passthrough refused: {stored}"
+            else:
+                refused = f"; no passthrough for {source.encoded_codec!r} frames"
         data, count = encode_frames(source.frames(), source.fps, source.width, source.height, encode)
         if count != source.num_frames:
             raise VideoError(cam.source_key or cam.name, f"{count} frames read, {source.num_frames} expected")
         ref = self.objects.put_bytes("videos", data, ".mp4")
         probe = probe_video(ref.path, lambda: io.BytesIO(data))
-        return self._camera_with(cam, probe, ref, 0, "encoded", encode.describe(source.fps))
+        return self._camera_with(cam, probe, ref, 0, "encoded", encode.describe(source.fps) + refused)
+
+    def _store_jpeg_frames(self, cam: CameraInfo, source: FrameSequence) -> CameraInfo | str:
+        """The source's JPEG bytes muxed as they are, or why not (then the caller decodes and encodes).
+
+        Checked like a copied video: every frame's headers (pipeline.video.mjpeg), the exact count,
+        one geometry, and the first and last frames decode to it. Any doubt falls back to the decode
+        path, so passthrough never changes which episodes are accepted, only how fast.
+        """
+        uri = cam.source_key or cam.name
+        muxed = mux_jpeg_frames(source.encoded(), source.fps, source.width, source.height)
+        if muxed.data is None:
+            return muxed.refused
+        if muxed.count != source.num_frames:
+            return f"{muxed.count} encoded frames, {source.num_frames} expected"
+        data = muxed.data
+        probe = probe_video(uri, lambda: io.BytesIO(data))
+        if probe.num_frames != muxed.count or (probe.width, probe.height) != (source.width, source.height):
+            return f"the muxed track probes as {probe.num_frames} frames of {probe.width}x{probe.height}"
+        try:
+            _check_decodable(VideoInput(uri, lambda: io.BytesIO(data), probe), 0, muxed.count - 1)
+        except VideoError as exc:
+            return exc.problem
+        ref = self.objects.put_bytes("videos", data, ".mp4")
+        return self._camera_with(cam, probe, ref, 0, "source", PASSTHROUGH_PARAMS)
 
     @staticmethod
     def _camera_with(cam: CameraInfo, probe: VideoProbe, ref: ObjectRef, frame_start: int, encoding: str,

@@ -234,6 +234,10 @@ class FrameSequence:
     """A camera's frames as decoded RGB images (HDF5 arrays, JPEG topics...), encoded by the store.
 
     ``frames`` is called once and yields ``num_frames`` HxWx3 uint8 RGB arrays in order.
+    When the source already holds the frames compressed, ``encoded`` yields the same frames as those
+    bytes (``encoded_codec``: "jpeg") without decoding them, and ``frames`` must decode exactly them
+    (no channel swap or other change): the store may keep the bytes as they are, and decodes them to
+    the same pixels. The store calls ``frames`` only when it cannot keep them (then with the reason).
     """
 
     frames: Callable[[], Iterator[np.ndarray]]
@@ -241,6 +245,8 @@ class FrameSequence:
     fps: Fraction
     width: int
     height: int
+    encoded: Callable[[], Iterator[bytes]] | None = None
+    encoded_codec: str = ""
 
 
 VideoSource = VideoFile | FrameSequence

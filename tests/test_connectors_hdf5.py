@@ -106,6 +106,28 @@ def test_aloha_values_land_exactly(aloha):
     assert [metas[k].embodiment for k in episodes] == ["aloha", "mobile_aloha", "aloha"]
 
 
+def test_aloha_jpeg_rows_are_kept_as_they_are_only_when_they_hold_true_colours(aloha, tmp_path):
+    from pipeline.store import EpisodeStore
+
+    root, episodes, _, _, _ = aloha
+    connector = get_connector("aloha_hdf5")
+    ref = connector.discover(str(root), {"color_order": "rgb"}).refs[2]
+    assert ref.key == "episode_10.hdf5"
+    assert all(v.encoded is None for v in connector.read(ref).videos.values())  # swapped channels need a decode
+    ref = connector.discover(str(root), {"color_order": "bgr"}).refs[2]
+    episode = connector.read(ref)
+    store = EpisodeStore(str(tmp_path / "store"))
+    meta = store.write_episode(episode, LOSSLESS.encode)
+    values = episodes["episode_10.hdf5"]
+    for cam in ("cam_high", "cam_left_wrist"):
+        rows = [cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for img in values[cam]]
+        assert (meta.camera(cam).encoding, meta.camera(cam).codec) == ("source", "mjpeg")
+        expected = [cv2.cvtColor(cv2.imdecode(np.frombuffer(r, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                    for r in rows]
+        assert all(np.array_equal(a, b) for a, b in zip(frames_of(store, meta, cam), expected, strict=True))
+        assert list(episode.videos[cam].encoded()) == rows
+
+
 def robomimic_values(seed: int, n: int) -> dict:
     rng = np.random.default_rng(seed)
     return {"actions": rng.normal(size=(n, 7)), "rewards": np.r_[np.zeros(n - 1), 1.0], "dones": np.arange(n) == n - 1,

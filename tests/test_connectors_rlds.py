@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -63,6 +64,15 @@ def make_episode(seed: int, n: int) -> dict:
 
 def _jpeg(rgb):
     return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _packets(store, cam) -> list[bytes]:
+    with av.open(store.objects.abspath(cam.video_path)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size]
 
 
 def _png(rgb):
@@ -157,6 +167,13 @@ def test_every_value_lands_in_the_store_exactly(toy_store):
         assert all(np.array_equal(a, b) for a, b in zip(wrist, ep["wrist"], strict=True))  # PNG: lossless
         image = frames_of(store, meta, "image")
         assert min(psnr(a, b) for a, b in zip(image, ep["image"], strict=True)) >= 40.0  # JPEG source
+        # The JPEG bytes are stored as they are and decode to exactly the source JPEG's decode.
+        jpegs = [_jpeg(i) for i in ep["image"]]
+        assert all(np.array_equal(a, _decoded(b)) for a, b in zip(image, jpegs, strict=True))
+        cam = meta.camera("image")
+        assert (cam.encoding, cam.codec) == ("source", "mjpeg") and "passthrough" in cam.encode_params
+        assert _packets(store, cam) == jpegs
+        assert (meta.camera("wrist").encoding, meta.camera("wrist").codec) == ("encoded", "h264")  # PNG: encoded
 
 
 def test_bgr_cameras_option_swaps_channels(toy):
@@ -237,18 +254,47 @@ def test_real_bridge_episode_through_the_store(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(stored, expected[camera.name], strict=True))
 
 
+def test_a_jpeg_that_cannot_pass_through_is_decoded_and_encoded_with_the_reason(ray_session, tmp_path):
+    root = tmp_path / "mixed_rlds" / "1.0.0"
+    ep = make_episode(20, 5)
+    jpegs = [_jpeg(i) for i in ep["image"]]
+    bgr = cv2.cvtColor(ep["image"][3], cv2.COLOR_RGB2BGR)
+    jpegs[3] = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    write_dataset(root, "mixed_rlds", {"mixed_rlds-train.tfrecord-00000-of-00001": [serialize(ep, image_bytes=jpegs)]},
+                  {"train": [1]})
+    _report, store, metas = ingest(root.parent, tmp_path / "store", config=LOSSLESS)
+    meta = metas["mixed_rlds-train.tfrecord-00000-of-00001:0"]
+    cam = meta.camera("image")
+    assert cam.encoding == "encoded"
+    assert cam.encode_params.endswith("jpeg passthrough refused: frame 3: progressive JPEG")
+    assert all(np.array_equal(a, _decoded(b)) for a, b in zip(frames_of(store, meta, "image"), jpegs, strict=True))
+
+
+def test_bgr_cameras_are_never_kept_as_jpeg(toy):
+    root, _ = toy
+    connector = get_connector("rlds")
+    ref = connector.discover(str(root), {"bgr_cameras": ["image"]}).refs[0]
+    assert connector.read(ref).videos["image"].encoded is None  # a channel swap needs a decode
+    assert connector.read(connector.discover(str(root)).refs[0]).videos["image"].encoded_codec == "jpeg"
+
+
 @pytest.fixture(scope="module")
 def bad_report(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("rlds-bad") / "bad_rlds"
     good = make_episode(10, 4)
     gif = [b"GIF89a" + bytes(30)] * 4
+    corrupt = [_jpeg(i) for i in make_episode(17, 4)["image"]]
+    corrupt[2] = corrupt[2][: len(corrupt[2]) // 2]  # a cut JPEG in the middle
+    resized = [_jpeg(i) for i in make_episode(18, 4)["image"]]
+    resized[1] = _jpeg(smooth_image(H // 2, W // 2, 1))
     shard0 = [serialize(good), serialize(make_episode(11, 4), image_bytes=gif),
               serialize(make_episode(12, 4), state=np.zeros((4, 3), np.float32)),
-              serialize(make_episode(13, 4), drop="steps/action")]
+              serialize(make_episode(13, 4), drop="steps/action"),
+              serialize(make_episode(17, 4), image_bytes=corrupt), serialize(make_episode(18, 4), image_bytes=resized)]
     bad_crc = bytearray(frame_record(serialize(make_episode(14, 4))))
     bad_crc[40] ^= 0xFF
     truncated = frame_record(serialize(make_episode(15, 4))) + frame_record(serialize(make_episode(16, 4)))[:500]
-    write_dataset(root, "bad_rlds", {"bad_rlds-train.tfrecord-00000-of-00003": shard0}, {"train": [4, 1, 2]})
+    write_dataset(root, "bad_rlds", {"bad_rlds-train.tfrecord-00000-of-00003": shard0}, {"train": [6, 1, 2]})
     (root / "bad_rlds-train.tfrecord-00001-of-00003").write_bytes(bytes(bad_crc))
     (root / "bad_rlds-train.tfrecord-00002-of-00003").write_bytes(truncated)
     return ingest(root, tmp_path_factory.mktemp("rlds-bad-store"))
@@ -258,6 +304,8 @@ def bad_report(ray_session, tmp_path_factory):
     ("bad_rlds-train.tfrecord-00000-of-00003:1", "steps/observation/image", "unknown image codec"),
     ("bad_rlds-train.tfrecord-00000-of-00003:2", "steps/observation/state", "shape mismatch"),
     ("bad_rlds-train.tfrecord-00000-of-00003:3", "steps/action", "missing"),
+    ("bad_rlds-train.tfrecord-00000-of-00003:4", "steps/observation/image", "cannot be decoded"),
+    ("bad_rlds-train.tfrecord-00000-of-00003:5", "steps/observation/image", "shape mismatch: frame 1"),
     ("bad_rlds-train.tfrecord-00001-of-00003:0", "tfrecord.data", "bad CRC"),
     ("bad_rlds-train.tfrecord-00002-of-00003:1", "tfrecord.data", "truncated"),
 ])
@@ -268,7 +316,7 @@ def test_bad_input_is_quarantined_and_the_job_completes(bad_report, key, field, 
 
 def test_bad_input_leaves_only_good_episodes_visible(bad_report):
     report, store, metas = bad_report
-    assert report.version_id and len(report.quarantined) == 5
+    assert report.version_id and len(report.quarantined) == 7
     assert set(metas) == {"bad_rlds-train.tfrecord-00000-of-00003:0", "bad_rlds-train.tfrecord-00002-of-00003:0"}
     memo_files = list((Path(store.root) / "index" / "ingested").rglob("*.json"))
     assert len(memo_files) == 2  # no memo, hence nothing reusable, for a quarantined episode

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -52,6 +53,10 @@ def joint_position(k: int) -> list[float]:
     return [float(k), -0.5 * k, 0.25 * k]
 
 
+def _jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
 def write_alignment_bag(path, streams: dict) -> None:
     with open(path, "wb") as handle:
         writer = Ros2McapWriter(handle)
@@ -69,10 +74,9 @@ def write_alignment_bag(path, streams: dict) -> None:
                     "header": {"stamp": _stamp(t), "frame_id": ""}, "name": ["j1", "j2", "j3"],
                     "position": joint_position(k), "velocity": [], "effort": []}, log_time=t)
             elif kind == "camera":
-                jpeg = cv2.imencode(".jpg", cv2.cvtColor(streams["images"][k], cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
                 writer.write_message("/camera/front/compressed", image, {
-                    "header": {"stamp": _stamp(t), "frame_id": "cam"}, "format": "jpeg", "data": jpeg}, log_time=t)
+                    "header": {"stamp": _stamp(t), "frame_id": "cam"}, "format": "jpeg",
+                    "data": _jpeg(streams["images"][k])}, log_time=t)
             else:
                 writer.write_message("/command", array, {
                     "layout": {"dim": [], "data_offset": 0}, "data": [0.1 * k, 0.2 * k]}, log_time=t)
@@ -162,6 +166,26 @@ def test_alignment_bag_through_the_store(alignment, ray_session, tmp_path):
     assert np.array_equal(steps.action, episode.steps.action, equal_nan=True)
     frames = frames_of(store, meta, "front")
     assert min(psnr(a, b) for a, b in zip(frames, streams["images"], strict=True)) >= 40.0
+    # CompressedImage JPEGs are stored as they are: the packets are the message bytes, decoded as the source.
+    jpegs = [_jpeg(image) for image in streams["images"]]
+    cam = meta.camera("front")
+    assert (cam.encoding, cam.codec) == ("source", "mjpeg")
+    with av.open(store.objects.abspath(cam.video_path)) as container:
+        assert [bytes(p) for p in container.demux(video=0) if p.size] == jpegs
+    decoded = [cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+               for j in jpegs]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, decoded, strict=True))
+
+
+def test_bgr_jpeg_topics_are_decoded_not_kept(alignment):
+    root, _ = alignment
+    connector = get_connector("ros")
+    mapping = alignment_mapping("asof")
+    plain = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0]).videos["front"]
+    assert plain.encoded_codec == "jpeg" and next(plain.encoded()).startswith(b"\xff\xd8")
+    mapping["cameras"]["front"] = {"topic": "/camera/front/compressed", "bgr": True}
+    swapped = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0]).videos["front"]
+    assert swapped.encoded is None  # a channel swap needs a decode
 
 
 def test_fixed_ticks_are_integer_and_exact():

@@ -109,6 +109,7 @@ def _cameras(fs, h5: h5py.File, path: str, episode: str, n: int, fps: Fraction, 
                 raise SourceError(path, f"shape mismatch: images are {ds.shape} {ds.dtype}, expected (T, H, W, 3) "
                                   "uint8", episode, field)
             produce = raw_frames(fs, path, ds.name, episode, bgr)
+            jpeg = None
         elif ds.ndim == 2 and lengths is not None:
             if key not in order:
                 raise SourceError(path, f"camera is not in camera_order {order}", episode, field)
@@ -118,26 +119,38 @@ def _cameras(fs, h5: h5py.File, path: str, episode: str, n: int, fps: Fraction, 
             first = decode_image(bytes(ds[0, :row[0]]), path, episode, field, bgr=not bgr)
             height, width = first.shape[:2]
             produce = _jpeg_frames(fs, path, ds.name, row, episode, not bgr)
+            # With color_order=rgb the rows hold channel-swapped JPEGs (cv2 encoded RGB arrays as BGR): only
+            # a decode can swap them back, so only bgr-order rows can be kept as they are.
+            jpeg = _jpeg_rows(fs, path, ds.name, row, episode) if bgr else None
         else:
             raise SourceError(path, f"shape mismatch: images are {ds.shape}, expected (T, H, W, 3) or (T, N) with "
                               "compress_len", episode, field)
         check_dims(height, width, path, episode, field)
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=field))
-        videos[name] = frame_sequence(produce, n, fps, height, width, path, episode, field)
+        videos[name] = frame_sequence(produce, n, fps, height, width, path, episode, field, jpeg=jpeg)
     return cameras, videos
 
 
-def _jpeg_frames(fs, path: str, dataset: str, lengths: np.ndarray, episode: str, bgr: bool):
-    """Padded JPEG rows, cut to their recorded lengths and decoded (the file opens on demand)."""
+def _jpeg_rows(fs, path: str, dataset: str, lengths: np.ndarray, episode: str):
+    """Padded JPEG rows cut to their recorded lengths, as bytes (the file opens on demand)."""
 
-    def produce() -> Iterator[np.ndarray]:
+    def rows() -> Iterator[bytes]:
         with open_h5(fs, path, episode) as h5:
             ds = h5[dataset]
-            for start in range(0, ds.shape[0], 64):
-                rows = ds[start:start + 64]
-                for offset, row in enumerate(rows):
-                    size = int(lengths[start + offset])
-                    yield decode_image(row[:size].tobytes(), path, episode, dataset.lstrip("/"), bgr=bgr)
+            for start in range(0, len(lengths), 64):
+                for offset, row in enumerate(ds[start:start + 64]):
+                    yield row[:int(lengths[start + offset])].tobytes()
+
+    return rows
+
+
+def _jpeg_frames(fs, path: str, dataset: str, lengths: np.ndarray, episode: str, bgr: bool):
+    """Padded JPEG rows, cut to their recorded lengths and decoded."""
+    rows = _jpeg_rows(fs, path, dataset, lengths, episode)
+
+    def produce() -> Iterator[np.ndarray]:
+        for data in rows():
+            yield decode_image(data, path, episode, dataset.lstrip("/"), bgr=bgr)
 
     return produce

@@ -1,6 +1,7 @@
 """One RLDS episode (a serialized ``tf.train.Example``) to the unified schema.
 
-Mapping (docs/formats.md): ``steps/observation/<image>`` -> cameras (JPEG/PNG decoded lazily),
+Mapping (docs/formats.md): ``steps/observation/<image>`` -> cameras (JPEG/PNG decoded lazily; JPEG
+bytes also offered as they are, for the store to keep),
 ``steps/observation/state`` (or the ``state_keys`` option) -> state, ``steps/action`` (a tensor,
 or the sorted leaves of an action dict) -> action, ``language_instruction`` -> tasks,
 ``reward`` -> reward, ``is_terminal`` -> is_terminal, ``is_first``/``is_last`` -> checked,
@@ -27,6 +28,7 @@ from connectors.common import (
     frame_sequence,
     json_text,
     option_list,
+    sniff_codec,
     split_name,
     task_table,
     vector_names,
@@ -217,7 +219,8 @@ def _cameras(dec: _Decoder, options: dict, fps: Fraction):
             for blob in blobs:
                 yield decode_image(blob, dec.path, dec.episode, full, bgr=flip)
 
-        videos[name] = frame_sequence(produce, n, fps, height, width, dec.path, dec.episode, full)
+        jpeg = None if key in bgr or sniff_codec(blobs[0]) != "jpeg" else (lambda blobs=blobs: blobs)
+        videos[name] = frame_sequence(produce, n, fps, height, width, dec.path, dec.episode, full, jpeg=jpeg)
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=key))
         frame_index[name] = np.arange(n, dtype=np.int32)

@@ -3,7 +3,8 @@
 Every mapped stream is read once, on its clock (log time or header stamp), then resampled onto
 the ticks with its policy (``connectors.ros.resample``). Cameras keep every frame of the window
 and get a step -> frame alignment (nearest within the tolerance, -1 beyond); their pixels are
-decoded lazily in a second pass when the store encodes them.
+decoded lazily in a second pass when the store encodes them (JPEG CompressedImage payloads are
+also offered as they are, for the store to keep without decoding).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from connectors.ros.bags import Bag, Raw
 from connectors.ros.config import CameraSpec, Mapping, StreamSpec
 from connectors.ros.fields import (
     FieldError,
+    compressed_codec,
     decode_ros_image,
     default_field,
     get_path,
+    image_payload,
     joint_values,
     stamp_ns,
     to_vector,
@@ -52,6 +55,7 @@ class _Frames:
     payloads: list | None = field(default_factory=list)
     first_log: int = 0
     shape: tuple = ()
+    jpeg: bool = False  # CompressedImage JPEGs in standard colour: offered to the store as they are
 
 
 def _decoded(message):
@@ -170,6 +174,8 @@ def _first_pass(bag: Bag, mapping: Mapping, streams: list[StreamSpec], msgtypes:
             first = record.payloads[0] if record.payloads else next(
                 m for _, _, m in bag.messages([record.topic], record.first_log, record.first_log))
             record.shape = decode_ros_image(_decoded(first), bag.path, episode, record.topic, record.bgr).shape
+            kind, _, height, _, _ = image_payload(_decoded(first))
+            record.jpeg = not record.bgr and height == 0 and compressed_codec(kind) == "jpeg"
     return series, frames, tick_times
 
 
@@ -290,21 +296,28 @@ def _cameras(bag: Bag, mapping: Mapping, frames: dict, ticks: np.ndarray, fps: F
         frame_index[spec.name] = align_nearest(ticks, times, tolerance)
         cameras.append(CameraInfo(name=spec.name, width=width, height=height, fps=camera_fps, codec="",
                                   num_frames=int(times.size), source_key=spec.topic))
-        videos[spec.name] = frame_sequence(_frames(bag, spec, window, episode, record.payloads), int(times.size),
-                                           camera_fps, height, width, bag.path, episode, spec.topic)
+        messages = _messages(bag, spec, window, record.payloads)
+        jpeg = (lambda messages=messages: (image_payload(m)[1] for m in messages())) if record.jpeg else None
+        videos[spec.name] = frame_sequence(_frames(bag, spec, episode, messages), int(times.size), camera_fps,
+                                           height, width, bag.path, episode, spec.topic, jpeg=jpeg)
     return cameras, videos, frame_index
 
 
-def _frames(bag: Bag, spec: CameraSpec, window, episode: str, payloads: list | None):
-    """Frames from the payloads kept in the first pass, or (over the memory budget) from a second read."""
+def _messages(bag: Bag, spec: CameraSpec, window, payloads: list | None):
+    """A camera's messages from the payloads kept in the first pass, or (over the memory budget) a second read."""
 
-    def produce() -> Iterator[np.ndarray]:
+    def messages() -> Iterator:
         if payloads is not None:
-            messages = (_decoded(p) for p in payloads)
-        else:
-            start, end = window if window else (None, None)
-            messages = (m for _, _, m in bag.messages([spec.topic], start, end))
-        for message in messages:
+            return (_decoded(p) for p in payloads)
+        start, end = window if window else (None, None)
+        return (m for _, _, m in bag.messages([spec.topic], start, end))
+
+    return messages
+
+
+def _frames(bag: Bag, spec: CameraSpec, episode: str, messages):
+    def produce() -> Iterator[np.ndarray]:
+        for message in messages():
             yield decode_ros_image(message, bag.path, episode, spec.topic, spec.bgr)
 
     return produce

@@ -3,6 +3,7 @@
 A decoder yields the requested frames of one video, in ascending order, as HxWx3 uint8 RGB. Frame
 ``i`` is the i-th frame in presentation order; the backend seeks once (backwards to the keyframe
 before the first wanted frame) and decodes forward only. GPU backends implement the same protocol.
+Motion-JPEG tracks (source JPEG frames stored as they are) are demuxed by PyAV and decoded by libjpeg.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import av
 import numpy as np
 
+from pipeline.video.mjpeg import jpeg_frames
 from pipeline.video.probe import VideoError, VideoProbe
 
 if TYPE_CHECKING:
@@ -91,6 +93,9 @@ class PyAVDecoder:
 
     def _decode(self, container, video: VideoInput, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         stream = container.streams.video[0]
+        if video.probe.codec == "mjpeg":  # all-intra JPEG: libjpeg, like the connectors (pipeline.video.mjpeg)
+            yield from jpeg_frames(container, stream, video.uri, video.probe, wanted)
+            return
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
         probe = video.probe

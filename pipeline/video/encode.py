@@ -21,10 +21,12 @@ class EncodeConfig:
     gop_seconds: float = 1.0
     preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
+    threads: int = 1  # encoder threads; 1 makes the bytes independent of the machine (0: the encoder's choice)
+    jpeg_passthrough: bool = True  # store source JPEG frames as they are (pipeline.video.mjpeg)
 
     def describe(self, fps: Fraction) -> str:
         return (f"{self.codec} crf={self.crf} g={self.gop(fps)} preset={self.preset} "
-                f"pix_fmt={self.pix_fmt} container=mp4")
+                f"pix_fmt={self.pix_fmt} threads={self.threads or 'auto'} container=mp4")
 
     def gop(self, fps: Fraction) -> int:
         return max(1, round(float(fps) * self.gop_seconds))
@@ -40,8 +42,10 @@ def encode_frames(frames: Iterable[np.ndarray], fps: Fraction, width: int, heigh
         stream = container.add_stream(config.codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = 1 / fps  # one tick per frame: frame i has pts i
-        stream.options = {"crf": str(config.crf), "g": str(config.gop(fps)), "preset": config.preset,
-                          "bf": "0"}
+        options = {"crf": str(config.crf), "g": str(config.gop(fps)), "preset": config.preset, "bf": "0"}
+        if config.threads:
+            options["threads"] = str(config.threads)
+        stream.options = options
         for image in frames:
             if image.shape != (height, width, 3) or image.dtype != np.uint8:
                 raise ValueError(f"frame {count} is {image.shape} {image.dtype}, expected ({height}, {width}, 3) uint8")

@@ -9,6 +9,9 @@ The short version:
 - CPU below 480p: small frames decode faster on CPU cores than through a GPU round trip (LeRobot
   PR #913 measured torchcodec CUDA losing there), and the CPU path is the byte-reproducible reference.
 - No CUDA device, or no GPU library importable: CPU.
+- Motion JPEG (source JPEG frames kept as they are) always decodes on the CPU with libjpeg in the
+  PyAV backend, whatever the override, so the frames equal what the connectors decode
+  (pipeline.video.mjpeg).
 - A config override names a backend outright; a GPU backend that then fails is retried on CPU and
   reported (pipeline.shards.frames), never silently swapped.
 """
@@ -43,6 +46,12 @@ NVDEC_RULES: tuple[NvdecRule, ...] = (
     NvdecRule("vp9", "420", 12, (6, 0), 8192, 8192, "VP9 profile 0/2 4:2:0: Pascal and later"),
     NvdecRule("av1", "420", 10, (8, 0), 8192, 8192, "AV1 Main 8/10-bit 4:2:0: Ampere and later (A100, H100)"),
 )
+
+
+# Codecs pinned to one backend whatever the devices, overrides or CPU choice, and why: stored source
+# JPEGs decode to the connectors' pixels only through libjpeg, which only the PyAV backend uses.
+PINNED_CODECS = {"mjpeg": ("pyav", "mjpeg: source JPEG frames decode with libjpeg on the CPU (the connectors' "
+                                   "decoder), exactly as the passthrough stored them")}
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,8 @@ def route(probe: VideoProbe, devices: Devices, config: RouterConfig = RouterConf
 
 def route_stream(codec: str, pix_fmt: str, bit_depth: int, width: int, height: int, devices: Devices,
                  config: RouterConfig = RouterConfig()) -> Route:
+    if codec in PINNED_CODECS:
+        return Route(*PINNED_CODECS[codec])
     if config.override != AUTO:
         backend_spec(config.override)  # unknown names fail loudly
         return Route(config.override, "config override")
@@ -153,6 +164,8 @@ def route_stream(codec: str, pix_fmt: str, bit_depth: int, width: int, height: i
 
 def may_use_gpu(codec: str, pix_fmt: str, width: int, height: int, config: RouterConfig = RouterConfig()) -> bool:
     """Whether a video could go to a GPU on some NVDEC card (planning, before any device is known)."""
+    if codec in PINNED_CODECS:
+        return backend_spec(PINNED_CODECS[codec][0]).device == CUDA
     if config.override != AUTO:
         return backend_spec(config.override).device == CUDA
     if width * height < config.min_gpu_pixels:
@@ -162,5 +175,5 @@ def may_use_gpu(codec: str, pix_fmt: str, width: int, height: int, config: Route
     return chosen.backend != config.cpu_backend
 
 
-__all__ = ["AUTO", "CPU", "CUDA", "MIN_GPU_PIXELS", "NVDEC_RULES", "Devices", "NvdecRule", "Route", "RouterConfig",
-           "chroma_of", "may_use_gpu", "nvdec_rule", "route", "route_stream"]
+__all__ = ["AUTO", "CPU", "CUDA", "MIN_GPU_PIXELS", "NVDEC_RULES", "PINNED_CODECS", "Devices", "NvdecRule", "Route",
+           "RouterConfig", "chroma_of", "may_use_gpu", "nvdec_rule", "route", "route_stream"]

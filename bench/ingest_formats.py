@@ -73,6 +73,19 @@ def _native_hdf5(path: Path) -> int:
     return frames
 
 
+def _native_aloha_jpeg(path: Path) -> int:
+    """h5py reads the padded rows; each row is cut to its compress_len and decoded, as ALOHA's loaders do."""
+    frames = 0
+    for file in sorted(path.glob("*.hdf5")):
+        with h5py.File(file, "r") as h5:
+            lengths = h5["compress_len"][()].astype(np.int64)
+            for c, cam in enumerate(sorted(h5["observations/images"])):
+                for t, row in enumerate(h5[f"observations/images/{cam}"][()]):
+                    cv2.imdecode(row[:lengths[c, t]], cv2.IMREAD_COLOR)
+                    frames += 1
+    return frames
+
+
 def _native_ros(path: Path) -> int:
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
@@ -109,14 +122,20 @@ def _native_video(path: Path) -> int:
     return frames
 
 
-# format -> (writer of `scale` x its base number of episodes, the format's own reader, connector options)
+# bench row -> (connector format, writer of `scale` x its base number of episodes, the format's own reader,
+# connector options)
 FAMILIES = {
-    "rlds": (lambda root, scale: samples.write_rlds(root, episodes=12 * scale), _native_rlds, {}),
-    "aloha_hdf5": (lambda root, scale: samples.write_aloha(root, episodes=4 * scale), _native_hdf5, {}),
-    "robomimic_hdf5": (lambda root, scale: samples.write_robomimic(root, demos=10 * scale), _native_hdf5, {}),
-    "ros": (lambda root, scale: samples.write_ros(root, bags=3 * scale), _native_ros, {"mapping": samples.ROS_MAPPING}),
-    "zarr_replay": (lambda root, scale: samples.write_zarr(root, episodes=6 * scale), _native_zarr, {}),
-    "video_folder": (lambda root, scale: samples.write_video_folder(root, episodes=8 * scale), _native_video, {}),
+    "rlds": ("rlds", lambda root, scale: samples.write_rlds(root, episodes=12 * scale), _native_rlds, {}),
+    "aloha_hdf5": ("aloha_hdf5", lambda root, scale: samples.write_aloha(root, episodes=4 * scale), _native_hdf5, {}),
+    "aloha_hdf5_jpeg": ("aloha_hdf5", lambda root, scale: samples.write_aloha(root, episodes=4 * scale,
+                                                                              compress=True), _native_aloha_jpeg, {}),
+    "robomimic_hdf5": ("robomimic_hdf5", lambda root, scale: samples.write_robomimic(root, demos=10 * scale),
+                       _native_hdf5, {}),
+    "ros": ("ros", lambda root, scale: samples.write_ros(root, bags=3 * scale), _native_ros,
+            {"mapping": samples.ROS_MAPPING}),
+    "zarr_replay": ("zarr_replay", lambda root, scale: samples.write_zarr(root, episodes=6 * scale), _native_zarr, {}),
+    "video_folder": ("video_folder", lambda root, scale: samples.write_video_folder(root, episodes=8 * scale),
+                     _native_video, {}),
 }
 
 
@@ -152,14 +171,14 @@ def run(only: list[str] | None = None, scale: int = 4) -> list[dict]:
         warm = Path(tmp) / "warm-up"
         warm.mkdir()
         run_ingest(str(samples.write_zarr(warm, episodes=4, steps=5)), str(warm / "store"))
-        for name, (write, native, options) in FAMILIES.items():
+        for name, (format_name, write, native, options) in FAMILIES.items():
             if only and name not in only:
                 continue
             path = write(Path(tmp), scale)
             native_frames, native_s = _timed(native, path)
-            connector_frames, connector_s = _timed(_connector_read, name, path, options)
+            connector_frames, connector_s = _timed(_connector_read, format_name, path, options)
             started = time.perf_counter()
-            report = run_ingest(str(path), str(Path(tmp) / f"store-{name}"), format=name, options=options)
+            report = run_ingest(str(path), str(Path(tmp) / f"store-{name}"), format=format_name, options=options)
             ingest_s = time.perf_counter() - started
             assert native_frames == connector_frames == report.frames, (name, native_frames, connector_frames,
                                                                         report.frames)
@@ -193,11 +212,11 @@ def main(out: str = typer.Option(".bench/ingest_formats.json", "--out"),
          only: str = typer.Option("", "--only", help="Comma-separated formats (default: all)"),
          scale: int = typer.Option(4, "--scale", min=1, help="Episodes per format, as a multiple of the base")) -> None:
     rows = run([s for s in only.split(",") if s] or None, scale)
-    header = f"{'format':<15} {'episodes':>8} {'frames':>7} {'native f/s':>11} {'connector f/s':>14} " \
+    header = f"{'format':<16} {'episodes':>8} {'frames':>7} {'native f/s':>11} {'connector f/s':>14} " \
              f"{'ingest f/s':>11} {'conn/native':>12} {'ingest/native':>14} {'KiB/frame':>10}"
     print(header)
     for r in rows:
-        print(f"{r['format']:<15} {r['episodes']:>8} {r['frames']:>7} {r['native_fps']:>11.0f} "
+        print(f"{r['format']:<16} {r['episodes']:>8} {r['frames']:>7} {r['native_fps']:>11.0f} "
               f"{r['connector_fps']:>14.0f} {r['ingest_fps']:>11.0f} {r['connector_ratio']:>12.2f} "
               f"{r['ingest_ratio']:>14.2f} {r['stored_kib_per_frame']:>10.1f}")
     encode_fps, passthrough_fps = encode_ceiling()

@@ -153,11 +153,12 @@ def rgb_array(image: np.ndarray, path: str, episode: str, field: str, *, bgr: bo
 
 def frame_sequence(produce: Callable[[], Iterable[np.ndarray]], num_frames: int, fps: Fraction, height: int,
                    width: int, path: str, episode: str, field: str,
-                   jpeg: Callable[[], Iterable[bytes]] | None = None) -> FrameSequence:
+                   jpeg: Callable[[], Iterable[bytes]] | None = None, jpeg_bgr: bool = False) -> FrameSequence:
     """A lazily produced camera whose every frame is checked against the declared geometry.
 
-    ``jpeg``: the same frames as the source's JPEG bytes, when ``produce`` decodes exactly those
-    bytes with no channel swap; the store may keep them as they are (schemas.FrameSequence).
+    ``jpeg``: the same frames as the source's JPEG bytes, when ``produce`` is ``decode_image`` of
+    exactly those bytes with ``bgr=jpeg_bgr``; the store may keep them as they are (schemas.FrameSequence;
+    ``jpeg_bgr`` becomes the camera's ``channel_order`` "bgr").
     """
 
     def frames() -> Iterator[np.ndarray]:
@@ -173,7 +174,8 @@ def frame_sequence(produce: Callable[[], Iterable[np.ndarray]], num_frames: int,
 
     return FrameSequence(frames=frames, num_frames=num_frames, fps=fps, width=width, height=height,
                          encoded=(lambda: iter(jpeg())) if jpeg is not None else None,
-                         encoded_codec="jpeg" if jpeg is not None else "")
+                         encoded_codec="jpeg" if jpeg is not None else "",
+                         encoded_channel_order="bgr" if jpeg is not None and jpeg_bgr else "rgb")
 
 
 def check_dims(height: int, width: int, path: str, episode: str, field: str) -> None:

@@ -20,7 +20,7 @@ from pipeline.video import EncodeConfig
 from schemas import SCHEMA_VERSION, Episode, EpisodeValidationError, meta_to_row
 
 # Bump when the bytes the store writes for the same source change (invalidates ingest memos).
-STORE_WRITER_VERSION = "3"  # 2: source JPEGs muxed as they are (pipeline.video.mjpeg); 3: OpenCV RGB->I420
+STORE_WRITER_VERSION = "4"  # 2: source JPEGs muxed as they are; 3: OpenCV RGB->I420; 4: swapped JPEGs kept too
 
 
 @dataclass(frozen=True)

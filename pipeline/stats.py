@@ -71,18 +71,26 @@ class QuantileSketch:
         self.counts = np.bincount(inverse, weights=all_counts, minlength=unique.size).astype(np.int64)
 
     def quantile(self, q: float) -> np.ndarray:
-        """Estimated q-quantile per dimension (lower order statistic at rank q*(n-1))."""
+        """Estimated q-quantile per dimension (lower order statistic at rank q*(n-1)).
+
+        Codes are sorted, so each dimension is one contiguous run: one cumulative sum and one search
+        for all dimensions (this runs for every stored episode).
+        """
         out = np.full(self.dims, np.nan)
+        dims = np.arange(self.dims, dtype=np.int64)
         dims_of = self.codes >> _DIM_SHIFT
-        for d in range(self.dims):
-            select = dims_of == d
-            counts = self.counts[select]
-            if counts.size == 0:
-                continue
-            rank = q * (counts.sum() - 1)
-            position = int(np.searchsorted(np.cumsum(counts), rank, side="right"))
-            bucket = int(self.codes[select][min(position, counts.size - 1)] & ((1 << _DIM_SHIFT) - 1)) - _SIGN_OFFSET
-            out[d] = self.bucket_value(bucket)
+        starts = np.searchsorted(dims_of, dims, side="left")
+        ends = np.searchsorted(dims_of, dims, side="right")
+        present = ends > starts
+        if not present.any():
+            return out
+        cumulative = np.cumsum(self.counts)
+        before = np.where(starts > 0, cumulative[np.maximum(starts - 1, 0)], 0)
+        totals = cumulative[np.maximum(ends - 1, 0)] - before
+        ranks = before + q * (totals - 1)
+        positions = np.minimum(np.searchsorted(cumulative, ranks, side="right"), ends - 1)[present]
+        buckets = (self.codes[positions] & ((1 << _DIM_SHIFT) - 1)) - _SIGN_OFFSET
+        out[present] = [self.bucket_value(int(b)) for b in buckets]
         return out
 
     def bucket_value(self, bucket: int) -> float:

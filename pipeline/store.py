@@ -44,6 +44,7 @@ from pipeline.video import (
 from pipeline.video.mjpeg import PASSTHROUGH_PARAMS, mux_jpeg_frames
 from schemas import (
     CATALOG_SCHEMA,
+    CHANNEL_ORDERS,
     CameraInfo,
     Episode,
     EpisodeMeta,
@@ -185,6 +186,8 @@ class EpisodeStore:
         path, so passthrough never changes which episodes are accepted, only how fast.
         """
         uri = cam.source_key or cam.name
+        if source.encoded_channel_order not in CHANNEL_ORDERS:
+            return f"unknown channel order {source.encoded_channel_order!r}"
         muxed = mux_jpeg_frames(source.encoded(), source.fps, source.width, source.height)
         if muxed.data is None:
             return muxed.refused
@@ -195,18 +198,19 @@ class EpisodeStore:
         if probe.num_frames != muxed.count or (probe.width, probe.height) != (source.width, source.height):
             return f"the muxed track probes as {probe.num_frames} frames of {probe.width}x{probe.height}"
         try:
-            _check_decodable(VideoInput(uri, lambda: io.BytesIO(data), probe), 0, muxed.count - 1)
+            _check_decodable(VideoInput(uri, lambda: io.BytesIO(data), probe, source.encoded_channel_order), 0,
+                             muxed.count - 1)
         except VideoError as exc:
             return exc.problem
         ref = self.objects.put_bytes("videos", data, ".mp4")
-        return self._camera_with(cam, probe, ref, 0, "source", PASSTHROUGH_PARAMS)
+        return self._camera_with(cam, probe, ref, 0, "source", PASSTHROUGH_PARAMS, source.encoded_channel_order)
 
     @staticmethod
     def _camera_with(cam: CameraInfo, probe: VideoProbe, ref: ObjectRef, frame_start: int, encoding: str,
-                     params: str) -> CameraInfo:
+                     params: str, channel_order: str = "rgb") -> CameraInfo:
         return replace(cam, codec=probe.codec, width=probe.width, height=probe.height, pix_fmt=probe.pix_fmt,
                        fps=probe.fps, video_path=ref.path, video_sha256=ref.sha256, video_bytes=ref.bytes,
-                       frame_start=frame_start, encoding=encoding, encode_params=params)
+                       frame_start=frame_start, encoding=encoding, encode_params=params, channel_order=channel_order)
 
     # ------------------------------------------------------------ stored video
 
@@ -222,7 +226,7 @@ class EpisodeStore:
                 self._probes[cam.video_sha256] = probe
                 while len(self._probes) > 256:
                     self._probes.popitem(last=False)
-        return VideoInput(self.url(cam.video_path), opener, probe)
+        return VideoInput(self.url(cam.video_path), opener, probe, cam.channel_order)
 
     # ------------------------------------------------------------ catalogs
 

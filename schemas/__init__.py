@@ -18,6 +18,7 @@ from schemas.arrow import (
 )
 from schemas.episode import (
     ACTION_SOURCES,
+    CHANNEL_ORDERS,
     KINDS,
     STATE_SOURCES,
     CameraInfo,
@@ -51,6 +52,7 @@ from schemas.version import SCHEMA_VERSION
 __all__ = [
     "ACTION_SOURCES",
     "CATALOG_SCHEMA",
+    "CHANNEL_ORDERS",
     "EXTRA_PREFIX",
     "FRAME_PREFIX",
     "KINDS",

@@ -44,6 +44,7 @@ CAMERA_TYPE = pa.struct([
     ("frame_start", pa.int64()),
     ("encoding", pa.string()),
     ("encode_params", pa.string()),
+    ("channel_order", pa.string()),
 ])
 
 GENERATOR_TYPE = pa.struct([
@@ -160,6 +161,7 @@ def _camera_to_row(cam: CameraInfo) -> dict:
 def _camera_from_row(row: dict) -> CameraInfo:
     row = dict(row)
     row["fps"] = Fraction(row.pop("fps_num"), row.pop("fps_den"))
+    row["channel_order"] = row.get("channel_order") or "rgb"  # absent before schema 1.1
     return CameraInfo(**row)
 
 

@@ -30,6 +30,7 @@ ACTION_SOURCES = frozenset(
 STATE_SOURCES = frozenset({"recorded", "estimated", "none"})
 GENERATOR_TASKS = frozenset({"image2world", "video2world", "action2world", "transfer", "other"})
 SPLITS = frozenset({"train", "val", "test"})
+CHANNEL_ORDERS = ("rgb", "bgr")
 NUMERIC_DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"})
 
 # Keys end up in WebDataset sample keys and file names: no dots, no slashes.
@@ -74,6 +75,9 @@ class CameraInfo:
     frame_start: int = 0  # index of this episode's first frame inside the video object
     encoding: str = "source"  # "source": copied/remuxed as recorded; "encoded": encoded by ActionReel
     encode_params: str = ""
+    # What a standard decoder returns from the stored video: "rgb", or "bgr" for source JPEGs kept as they
+    # are that were encoded from RGB arrays as if BGR (ALOHA's recorder); the store's decoder swaps them back.
+    channel_order: str = "rgb"
 
 
 @dataclass
@@ -236,8 +240,9 @@ class FrameSequence:
     ``frames`` is called once and yields ``num_frames`` HxWx3 uint8 RGB arrays in order.
     When the source already holds the frames compressed, ``encoded`` yields the same frames as those
     bytes (``encoded_codec``: "jpeg") without decoding them, and ``frames`` must decode exactly them
-    (no channel swap or other change): the store may keep the bytes as they are, and decodes them to
-    the same pixels. The store calls ``frames`` only when it cannot keep them (then with the reason).
+    (no change but the channel swap that ``encoded_channel_order`` "bgr" declares): the store may keep
+    the bytes as they are, and decodes them to the same pixels. The store calls ``frames`` only when it
+    cannot keep them (then with the reason).
     """
 
     frames: Callable[[], Iterator[np.ndarray]]
@@ -247,6 +252,7 @@ class FrameSequence:
     height: int
     encoded: Callable[[], Iterator[bytes]] | None = None
     encoded_codec: str = ""
+    encoded_channel_order: str = "rgb"  # "bgr": the bytes decode (by any standard decoder) to BGR of ``frames``
 
 
 VideoSource = VideoFile | FrameSequence

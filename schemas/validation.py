@@ -8,6 +8,7 @@ from schemas.episode import (
     ACTION_REPRESENTATIONS,
     ACTION_SOURCES,
     ACTION_SPACES,
+    CHANNEL_ORDERS,
     GENERATOR_TASKS,
     KINDS,
     NUMERIC_DTYPES,
@@ -81,6 +82,8 @@ def _check_meta(meta: EpisodeMeta, fail) -> None:
             fail(f"cameras.{cam.name}", "camera name is not a safe name ([A-Za-z0-9_-], no dots)")
         if cam.width <= 0 or cam.height <= 0 or cam.num_frames < 1:
             fail(f"cameras.{cam.name}", f"bad geometry {cam.width}x{cam.height}, {cam.num_frames} frames")
+        if cam.channel_order not in CHANNEL_ORDERS:
+            fail(f"cameras.{cam.name}", f"channel_order {cam.channel_order!r} is not one of {CHANNEL_ORDERS}")
     _check_lineage(meta, fail)
 
 

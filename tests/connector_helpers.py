@@ -9,7 +9,7 @@ from pipeline.ingest import IngestConfig
 from pipeline.store import EpisodeStore
 from pipeline.versions import load_catalog, resolve
 from pipeline.video import EncodeConfig, PyAVDecoder
-from schemas import EpisodeMeta, StepArrays, make_episode_id, table_to_metas
+from schemas import Episode, EpisodeMeta, StepArrays, make_episode_id, table_to_metas
 
 # libx264rgb at crf 0 on rgb24 is bit-exact: lossless sources must come back equal.
 LOSSLESS = IngestConfig(encode=EncodeConfig(codec="libx264rgb", crf=0, pix_fmt="rgb24"))
@@ -24,6 +24,18 @@ def ingest(source, store_path, **kwargs):
         _, manifest = resolve(store, "latest")
         metas = {m.source_key: m for m in table_to_metas(load_catalog(store, manifest))}
     return report, store, metas
+
+
+def assert_jpeg_kept(episode: Episode, camera: str, store_path, channel_order: str) -> list[np.ndarray]:
+    """The camera's source JPEGs are stored as they are, with ``channel_order``, and decode to exactly the
+    frames the connector's own decode path produces. Returns those frames."""
+    store = EpisodeStore(str(store_path))
+    meta = store.write_episode(episode, LOSSLESS.encode)
+    cam = meta.camera(camera)
+    assert (cam.encoding, cam.codec, cam.channel_order) == ("source", "mjpeg", channel_order)
+    expected = list(episode.videos[camera].frames())
+    assert all(np.array_equal(a, b) for a, b in zip(frames_of(store, meta, camera), expected, strict=True))
+    return expected
 
 
 def steps_of(store: EpisodeStore, meta: EpisodeMeta) -> StepArrays:

@@ -16,7 +16,15 @@ from connectors.rlds.example_pb import Example
 from connectors.rlds.tfrecord import frame_record, masked_crc32c
 from schemas import index_to_ns, make_episode_id
 from tests.conftest import REAL
-from tests.connector_helpers import LOSSLESS, assert_quarantined, frames_of, ingest, psnr, smooth_image
+from tests.connector_helpers import (
+    LOSSLESS,
+    assert_jpeg_kept,
+    assert_quarantined,
+    frames_of,
+    ingest,
+    psnr,
+    smooth_image,
+)
 
 BRIDGE = REAL / "rlds_tfds" / "octo-bridge-debug" / "bridge_dataset"
 H, W = 48, 64
@@ -270,12 +278,14 @@ def test_a_jpeg_that_cannot_pass_through_is_decoded_and_encoded_with_the_reason(
     assert all(np.array_equal(a, _decoded(b)) for a, b in zip(frames_of(store, meta, "image"), jpegs, strict=True))
 
 
-def test_bgr_cameras_are_never_kept_as_jpeg(toy):
+def test_bgr_cameras_are_kept_as_jpeg_and_swapped_on_decode(toy, tmp_path):
     root, _ = toy
     connector = get_connector("rlds")
-    ref = connector.discover(str(root), {"bgr_cameras": ["image"]}).refs[0]
-    assert connector.read(ref).videos["image"].encoded is None  # a channel swap needs a decode
-    assert connector.read(connector.discover(str(root)).refs[0]).videos["image"].encoded_codec == "jpeg"
+    plain = connector.read(connector.discover(str(root)).refs[0])
+    swapped = connector.read(connector.discover(str(root), {"bgr_cameras": ["image"]}).refs[0])
+    rgb = assert_jpeg_kept(plain, "image", tmp_path / "plain", "rgb")
+    bgr = assert_jpeg_kept(swapped, "image", tmp_path / "swapped", "bgr")
+    assert all(np.array_equal(a, b[..., ::-1]) for a, b in zip(bgr, rgb, strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,16 @@ from connectors import detect_format, get_connector
 from connectors.ros.resample import fixed_ticks
 from schemas import index_to_ns
 from tests.conftest import REAL
-from tests.connector_helpers import LOSSLESS, assert_quarantined, frames_of, ingest, noise_image, psnr, smooth_image
+from tests.connector_helpers import (
+    LOSSLESS,
+    assert_jpeg_kept,
+    assert_quarantined,
+    frames_of,
+    ingest,
+    noise_image,
+    psnr,
+    smooth_image,
+)
 
 FRANKA = REAL / "mcap" / "labelbox-franka-teach-vr"
 T0 = 1_700_000_000_000_000_000
@@ -177,15 +186,17 @@ def test_alignment_bag_through_the_store(alignment, ray_session, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(frames, decoded, strict=True))
 
 
-def test_bgr_jpeg_topics_are_decoded_not_kept(alignment):
+def test_bgr_jpeg_topics_are_kept_and_swapped_on_decode(alignment, tmp_path):
     root, _ = alignment
     connector = get_connector("ros")
     mapping = alignment_mapping("asof")
-    plain = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0]).videos["front"]
-    assert plain.encoded_codec == "jpeg" and next(plain.encoded()).startswith(b"\xff\xd8")
+    plain = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0])
+    assert next(plain.videos["front"].encoded()).startswith(b"\xff\xd8")
     mapping["cameras"]["front"] = {"topic": "/camera/front/compressed", "bgr": True}
-    swapped = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0]).videos["front"]
-    assert swapped.encoded is None  # a channel swap needs a decode
+    swapped = connector.read(connector.discover(str(root), {"mapping": mapping}).refs[0])
+    rgb = assert_jpeg_kept(plain, "front", tmp_path / "plain", "rgb")
+    bgr = assert_jpeg_kept(swapped, "front", tmp_path / "swapped", "bgr")
+    assert all(np.array_equal(a, b[..., ::-1]) for a, b in zip(bgr, rgb, strict=True))
 
 
 def test_fixed_ticks_are_integer_and_exact():

@@ -86,6 +86,28 @@ def test_catalog_round_trip_with_lineage():
     assert back.control_fps == Fraction(30000, 1001)
 
 
+def test_catalogs_of_schema_1_0_read_with_rgb_channel_order(tmp_path):
+    """1.0 cameras had no channel_order; such catalogs (cast, or scanned as a dataset) read as "rgb"."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    meta = make_episode().meta
+    meta.cameras[0].channel_order = "bgr"
+    table = metas_to_table([meta])
+    cameras = table.schema.field("cameras").type.value_type
+    old_camera = pa.struct([f for f in cameras if f.name != "channel_order"])
+    rows = [[{k: v for k, v in cam.items() if k != "channel_order"} for cam in row] for row in
+            table.column("cameras").to_pylist()]
+    old = table.set_column(table.schema.get_field_index("cameras"), "cameras", pa.array(rows, pa.list_(old_camera)))
+    pq.write_table(old, tmp_path / "catalog.parquet")
+    scanned = ds.dataset(tmp_path / "catalog.parquet", format="parquet", schema=CATALOG_SCHEMA).to_table()
+    for back in (table_to_metas(old.cast(CATALOG_SCHEMA))[0], table_to_metas(scanned)[0]):
+        assert back.cameras[0].channel_order == "rgb"
+        assert back.cameras[0].name == "top" and back.num_steps == meta.num_steps
+    assert table_to_metas(table)[0].cameras[0].channel_order == "bgr"
+
+
 def test_timebase_is_integer_and_does_not_drift():
     rate = Fraction(30000, 1001)
     ns = index_to_ns(np.arange(10_000_000, 10_000_010), rate)
@@ -118,6 +140,7 @@ def test_safe_names_have_no_dots():
         (lambda e: e.steps.frame_index.__setitem__("top", np.full(20, 25, np.int32)), "frame.top", "out of"),
         (lambda e: setattr(e.steps, "task_index", np.full(20, 5, np.int32)), "task_index", "[-1, 2)"),
         (lambda e: setattr(e.meta, "state_dtype", "float32"), "state", "dtype float64"),
+        (lambda e: setattr(e.meta.cameras[0], "channel_order", "rbg"), "cameras.top", "channel_order 'rbg'"),
     ],
 )
 def test_validation_names_episode_field_and_problem(mutate, field, needle):

@@ -119,16 +119,17 @@ def _cameras(fs, h5: h5py.File, path: str, episode: str, n: int, fps: Fraction, 
             first = decode_image(bytes(ds[0, :row[0]]), path, episode, field, bgr=not bgr)
             height, width = first.shape[:2]
             produce = _jpeg_frames(fs, path, ds.name, row, episode, not bgr)
-            # With color_order=rgb the rows hold channel-swapped JPEGs (cv2 encoded RGB arrays as BGR): only
-            # a decode can swap them back, so only bgr-order rows can be kept as they are.
-            jpeg = _jpeg_rows(fs, path, ds.name, row, episode) if bgr else None
+            # With color_order=rgb the rows hold channel-swapped JPEGs (cv2 encoded RGB arrays as BGR): they are
+            # kept as they are with channel_order "bgr", and the store's decoder swaps them back.
+            jpeg = _jpeg_rows(fs, path, ds.name, row, episode)
         else:
             raise SourceError(path, f"shape mismatch: images are {ds.shape}, expected (T, H, W, 3) or (T, N) with "
                               "compress_len", episode, field)
         check_dims(height, width, path, episode, field)
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=field))
-        videos[name] = frame_sequence(produce, n, fps, height, width, path, episode, field, jpeg=jpeg)
+        videos[name] = frame_sequence(produce, n, fps, height, width, path, episode, field, jpeg=jpeg,
+                                      jpeg_bgr=not bgr)
     return cameras, videos
 
 

@@ -219,8 +219,9 @@ def _cameras(dec: _Decoder, options: dict, fps: Fraction):
             for blob in blobs:
                 yield decode_image(blob, dec.path, dec.episode, full, bgr=flip)
 
-        jpeg = None if key in bgr or sniff_codec(blobs[0]) != "jpeg" else (lambda blobs=blobs: blobs)
-        videos[name] = frame_sequence(produce, n, fps, height, width, dec.path, dec.episode, full, jpeg=jpeg)
+        jpeg = None if sniff_codec(blobs[0]) != "jpeg" else (lambda blobs=blobs: blobs)
+        videos[name] = frame_sequence(produce, n, fps, height, width, dec.path, dec.episode, full, jpeg=jpeg,
+                                      jpeg_bgr=key in bgr)
         cameras.append(CameraInfo(name=name, width=width, height=height, fps=fps, codec="", num_frames=n,
                                   source_key=key))
         frame_index[name] = np.arange(n, dtype=np.int32)

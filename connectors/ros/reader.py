@@ -55,7 +55,7 @@ class _Frames:
     payloads: list | None = field(default_factory=list)
     first_log: int = 0
     shape: tuple = ()
-    jpeg: bool = False  # CompressedImage JPEGs in standard colour: offered to the store as they are
+    jpeg: bool = False  # CompressedImage JPEGs: offered to the store as they are (with the camera's bgr quirk)
 
 
 def _decoded(message):
@@ -175,7 +175,7 @@ def _first_pass(bag: Bag, mapping: Mapping, streams: list[StreamSpec], msgtypes:
                 m for _, _, m in bag.messages([record.topic], record.first_log, record.first_log))
             record.shape = decode_ros_image(_decoded(first), bag.path, episode, record.topic, record.bgr).shape
             kind, _, height, _, _ = image_payload(_decoded(first))
-            record.jpeg = not record.bgr and height == 0 and compressed_codec(kind) == "jpeg"
+            record.jpeg = height == 0 and compressed_codec(kind) == "jpeg"
     return series, frames, tick_times
 
 
@@ -299,7 +299,8 @@ def _cameras(bag: Bag, mapping: Mapping, frames: dict, ticks: np.ndarray, fps: F
         messages = _messages(bag, spec, window, record.payloads)
         jpeg = (lambda messages=messages: (image_payload(m)[1] for m in messages())) if record.jpeg else None
         videos[spec.name] = frame_sequence(_frames(bag, spec, episode, messages), int(times.size), camera_fps,
-                                           height, width, bag.path, episode, spec.topic, jpeg=jpeg)
+                                           height, width, bag.path, episode, spec.topic, jpeg=jpeg,
+                                           jpeg_bgr=spec.bgr)
     return cameras, videos, frame_index
 
 

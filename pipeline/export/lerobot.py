@@ -383,7 +383,7 @@ def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_
         total = store.video_input(cams[0]).probe.num_frames
         spans = sorted((c.frame_start, e.length) for e, c in zip(group, cams, strict=True))
         covered = [s for s, _ in spans] == list(np.cumsum([0] + [n for _, n in spans])[:-1]) and (
-            spans[-1][0] + spans[-1][1] == total)
+            spans[-1][0] + spans[-1][1] == total) and all(c.channel_order == "rgb" for c in cams)
         if covered:
             chunk, number = place(camera, read_object(store, cams[0]), "copy")
             for episode, cam in zip(group, cams, strict=True):

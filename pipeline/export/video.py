@@ -73,9 +73,15 @@ def reencode_range(video: VideoInput, first: int, count: int, fps: Fraction, con
 
 def cut_episode(store: EpisodeStore, cam: CameraInfo, count: int, episode: str, config: EncodeConfig,
                 allow_remux: bool = True) -> tuple[bytes, str]:
-    """An MP4 holding exactly this episode's ``count`` frames of ``cam``: (bytes, "copy"|"remux"|"reencode")."""
+    """An MP4 holding exactly this episode's ``count`` frames of ``cam``: (bytes, "copy"|"remux"|"reencode").
+
+    A camera stored channel-swapped (``channel_order`` "bgr") is always re-encoded: other readers would
+    show its bytes with red and blue exchanged.
+    """
     video = store.video_input(cam)
-    if cam.frame_start == 0 and video.probe.num_frames == count:
+    if cam.channel_order != "rgb":
+        data, method = reencode_range(video, cam.frame_start, count, cam.fps, config), "reencode"
+    elif cam.frame_start == 0 and video.probe.num_frames == count:
         data, method = read_object(store, cam), "copy"
     else:
         data = remux_range(video, cam.frame_start, count) if allow_remux else None

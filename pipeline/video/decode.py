@@ -30,6 +30,7 @@ class VideoInput:
     uri: str
     open: Callable[[], Any]  # returns a path or a binary file object
     probe: VideoProbe
+    channel_order: str = "rgb"  # the camera's (schemas.CameraInfo): "bgr" only on mjpeg tracks, swapped on decode
 
 
 class FrameDecoder(Protocol):
@@ -94,8 +95,10 @@ class PyAVDecoder:
     def _decode(self, container, video: VideoInput, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         stream = container.streams.video[0]
         if video.probe.codec == "mjpeg":  # all-intra JPEG: libjpeg, like the connectors (pipeline.video.mjpeg)
-            yield from jpeg_frames(container, stream, video.uri, video.probe, wanted)
+            yield from jpeg_frames(container, stream, video.uri, video.probe, wanted, video.channel_order == "bgr")
             return
+        if video.channel_order != "rgb":
+            raise VideoError(video.uri, f"channel_order {video.channel_order!r} is only defined for mjpeg tracks")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
         probe = video.probe

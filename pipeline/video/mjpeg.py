@@ -226,16 +226,20 @@ def _mux(frames: Iterable[bytes], fps: Fraction, width: int, height: int) -> Pas
     return Passthrough(buffer.getvalue(), count)
 
 
-def decode_jpeg(data: bytes, probe: VideoProbe, uri: str, index: int) -> np.ndarray:
-    """One stored JPEG frame as HxWx3 RGB: libjpeg first, FFmpeg for what libjpeg rejects."""
+def decode_jpeg(data: bytes, probe: VideoProbe, uri: str, index: int, swapped: bool = False) -> np.ndarray:
+    """One stored JPEG frame as HxWx3 RGB: libjpeg first, FFmpeg for what libjpeg rejects.
+
+    ``swapped``: the JPEG holds an RGB image encoded as if BGR (camera ``channel_order`` "bgr"), so
+    the standard decode's BGR is the RGB wanted.
+    """
     image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
     if image is not None:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = image if swapped else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     else:
         try:
             context = av.CodecContext.create("mjpeg", "r")
             decoded = context.decode(av.Packet(data))
-            image = decoded[0].to_ndarray(format="rgb24") if decoded else None
+            image = decoded[0].to_ndarray(format="bgr24" if swapped else "rgb24") if decoded else None
         except av.error.FFmpegError as exc:
             raise VideoError(uri, f"frame {index} cannot be decoded: {exc}") from exc
     if image is None or image.shape != (probe.height, probe.width, 3):
@@ -244,8 +248,8 @@ def decode_jpeg(data: bytes, probe: VideoProbe, uri: str, index: int) -> np.ndar
     return image
 
 
-def jpeg_frames(container, stream, video_uri: str, probe: VideoProbe,
-                wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+def jpeg_frames(container, stream, video_uri: str, probe: VideoProbe, wanted: np.ndarray,
+                swapped: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """The wanted frames of an ``mjpeg`` track: one seek (every frame is a keyframe), then demux only."""
     if wanted[0] > 0:
         container.seek(probe.frame_pts(int(wanted[0])), stream=stream, backward=True, any_frame=False)
@@ -258,7 +262,7 @@ def jpeg_frames(container, stream, video_uri: str, probe: VideoProbe,
             continue
         if index > wanted[position]:
             raise VideoError(video_uri, f"frame {int(wanted[position])} missing (demuxer jumped to {index})")
-        yield index, decode_jpeg(bytes(packet), probe, video_uri, index)
+        yield index, decode_jpeg(bytes(packet), probe, video_uri, index, swapped)
         position += 1
         if position == wanted.size:
             return

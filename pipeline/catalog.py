@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from pipeline.settings import checked_settings
 from schemas import CATALOG_SCHEMA
 
 if TYPE_CHECKING:
@@ -106,11 +107,8 @@ class CatalogQuery:
 
     @staticmethod
     def from_json(data: dict) -> CatalogQuery:
-        known = {f.name for f in fields(CatalogQuery)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown query fields {sorted(unknown)}")
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        values = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in checked_settings(CatalogQuery, data, "query fields").items()}
         return CatalogQuery(**values)
 
     def describe(self) -> str:

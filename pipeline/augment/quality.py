@@ -9,7 +9,7 @@ and the steps the episode will have fit the frames (``action_length``). Threshol
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.augment.paths import UnsafePath, inside_dir
 from pipeline.augment.request import GenerationRequest, GenerationResult
+from pipeline.settings import checked_settings
 from pipeline.video import VideoError, probe_video
 
 GATES = ("missing", "corrupt", "frame_count", "fps", "resolution", "frozen", "blank", "action_length")
@@ -38,11 +39,7 @@ class QualityConfig:
 
     @staticmethod
     def from_json(data: dict) -> QualityConfig:
-        known = {f.name for f in fields(QualityConfig)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown quality settings {sorted(unknown)}; known: {sorted(known)}")
-        return QualityConfig(**data)
+        return QualityConfig(**checked_settings(QualityConfig, data, "quality settings"))
 
     def to_json(self) -> dict:
         return asdict(self)

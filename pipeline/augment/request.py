@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from pipeline.settings import checked_settings
 from schemas import EpisodeMeta, safe_name
 
 REQUEST_FORMAT = "actionreel.generation_request/1"
@@ -66,11 +67,7 @@ class PlanOptions:
 
     @staticmethod
     def from_json(data: dict) -> PlanOptions:
-        known = {f.name for f in fields(PlanOptions)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown plan options {sorted(unknown)}")
-        values = dict(data)
+        values = checked_settings(PlanOptions, data, "plan options")
         if values.get("cameras") is not None:
             values["cameras"] = tuple(values["cameras"])
         if "prompts" in values:

@@ -52,6 +52,8 @@ class Discovery:
     uri: str
     refs: list[EpisodeRef]
     missing: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason)
+    # (source key, reason): entries the source lists twice; the first is kept, these are not read
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 

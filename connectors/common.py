@@ -16,7 +16,16 @@ import cv2
 import numpy as np
 
 from connectors.base import SourceError
-from schemas import EpisodeMeta, FrameSequence, index_to_ns, make_episode_id, parse_rate, safe_name
+from schemas import (
+    PAIRING_TOLERANCE_NS,
+    EpisodeMeta,
+    FrameSequence,
+    align_nearest,
+    index_to_ns,
+    make_episode_id,
+    parse_rate,
+    safe_name,
+)
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -209,6 +218,23 @@ def task_table(texts: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
             tasks.append(text)
         index[step] = where[text]
     return tasks, index
+
+
+def pair_frames(step_ns: np.ndarray, frame_ns: np.ndarray, camera: str) -> tuple[np.ndarray, dict[str, str]]:
+    """Each step's frame as LeRobot and GR00T pick it: the nearest frame time within 1e-4 s, else -1.
+
+    Returns the per-step frame indices and catalog extras that say what the job report must tell:
+    ``pairing.<camera>.frame_shift`` (the first paired step's frame minus its step index, when not 0:
+    the source's timestamps are offset from its video) and ``pairing.<camera>.unpaired_steps``.
+    """
+    index = align_nearest(step_ns, frame_ns, PAIRING_TOLERANCE_NS)
+    extras: dict[str, str] = {}
+    paired = np.flatnonzero(index >= 0)
+    if paired.size and int(index[paired[0]]) != int(paired[0]):
+        extras[f"pairing.{camera}.frame_shift"] = str(int(index[paired[0]]) - int(paired[0]))
+    if paired.size != index.size:
+        extras[f"pairing.{camera}.unpaired_steps"] = str(int(index.size - paired.size))
+    return index, extras
 
 
 def build_meta(*, ref_dataset: str, ref_key: str, ref_uri: str, source_format: str, options: dict, fps: Fraction,

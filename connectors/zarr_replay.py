@@ -39,7 +39,7 @@ from connectors.common import (
     option_rate,
     vector_names,
 )
-from connectors.fsutil import file_sha256, open_root, read_bounded
+from connectors.fsutil import check_resolves_inside, file_sha256, join_inside, open_root, parse_json, read_bounded
 from schemas import CameraInfo, Episode, StepArrays, index_to_ns, seconds_to_ns
 
 __all__ = ["ZarrReplayConnector"]
@@ -91,6 +91,7 @@ class ZarrLayout:
     arrays: dict[str, ArrayInfo]
     episode_ends: np.ndarray
     present: set[str] = field(default_factory=set)  # store keys of every chunk that exists
+    outside: set[str] = field(default_factory=set)  # store keys that resolve out of the root (symlinks)
 
 
 class ZarrReplayConnector:
@@ -151,6 +152,7 @@ class ZarrReplayConnector:
             return digest.hexdigest()
         for name in sorted(layout.arrays):
             info = layout.arrays[name]
+            _check_contained(layout, info, start, stop, _display(layout), ref.key)
             for _, key in info.chunk_keys(start, stop):
                 path = f"{layout.root}/data/{name}/{key}"
                 if f"data/{name}/{key}" in layout.present:
@@ -191,6 +193,7 @@ def _read_episode(layout: ZarrLayout, ref: EpisodeRef) -> Episode:
         if absent:
             raise SourceError(where, f"chunks absent for rows {absent}: zarr would return the fill value", ref.key,
                               f"data/{key}")
+        _check_contained(layout, info, start, stop, where, ref.key)
         array = _zarr_array(group, layout, key, where, ref.key)
         return _rows_of(array, start, stop, where, ref.key, f"data/{key}").reshape(n, -1)
 
@@ -254,6 +257,7 @@ def _cameras(layout, group, keys, start, stop, fps, where, episode):
             raise SourceError(where, f"missing array {field_name}", episode, field_name)
         if not info.is_image:
             raise SourceError(where, f"shape mismatch: {info.shape} is not (N, H, W, 3)", episode, field_name)
+        _check_contained(layout, info, start, stop, where, episode)
         array = _zarr_array(group, layout, key, where, episode)
         height, width = info.shape[1], info.shape[2]
         check_dims(height, width, where, episode, field_name)
@@ -455,9 +459,9 @@ def _metadata_docs(keys: dict[str, bytes], where: str) -> dict[str, dict]:
     docs = {}
     for key, data in keys.items():
         try:
-            docs[key] = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}/{key}", f"invalid JSON: {exc}") from exc
+            docs[key] = parse_json(data, f"{where}/{key}")
+        except SourceError as exc:
+            raise DatasetError(exc.path, exc.problem) from exc
     return docs
 
 
@@ -490,7 +494,26 @@ def _dir_layout(uri: str, fs: fsspec.AbstractFileSystem, root: str) -> ZarrLayou
     if not fs.exists(root):
         raise DatasetError(uri, "does not exist")
     listing = [p[len(root) + 1:] for p in fs.find(root)]
-    return _build(uri, fs, root, "", listing, lambda p: read_bounded(fs, f"{root}/{p}", 16 * 1024 * 1024))
+    layout = _build(uri, fs, root, "", listing, lambda p: read_bounded(fs, join_inside(root, p), 16 * 1024 * 1024))
+    layout.outside = {p for p in listing if not _resolves_inside(root, p)}
+    return layout
+
+
+def _resolves_inside(root: str, relative: str) -> bool:
+    try:
+        check_resolves_inside(root, f"{root}/{relative}")
+    except SourceError:
+        return False
+    return True
+
+
+def _check_contained(layout: ZarrLayout, info: ArrayInfo, start: int, stop: int, where: str, episode: str) -> None:
+    """Refuse an episode whose chunks are symlinks out of the store (zarr would follow them)."""
+    for _, key in info.chunk_keys(start, stop):
+        name = f"data/{info.name}/{key}"
+        if name in layout.outside:
+            raise SourceError(where, f"refusing chunk {name}: it resolves outside the store (a symlink)", episode,
+                              f"data/{info.name}")
 
 
 def _zip_layout(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> ZarrLayout:

@@ -20,36 +20,30 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ray
 import typer
-import yaml
 
-from jobs.raycluster import init_ray
-from jobs.versions import parse_where
-from pipeline.augment import (
-    AttemptContext,
-    CallPolicy,
-    GeneratorServer,
-    PlanOptions,
-    QualityConfig,
-    commit_augmented,
-    load_generator,
-    plan_requests,
-    run_attempt,
+from jobs.cliutil import (
+    CONTEXT,
+    Outcome,
+    UserError,
+    command,
+    json_mode,
+    parse_storage_options,
+    require_store,
+    storage_options_option,
+    store_option,
 )
-from pipeline.augment.generators import generator_identity
-from pipeline.augment.paths import write_json
-from pipeline.catalog import CatalogQuery, read_catalog_table
-from pipeline.objects import is_local
-from pipeline.refs import read_head
-from pipeline.report import JobReport
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionError, resolve
-from schemas import meta_to_row, row_to_meta, table_to_metas
+from jobs.versions import parse_where
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+if TYPE_CHECKING:
+    from pipeline.augment import AttemptContext, CallPolicy, PlanOptions, QualityConfig
+    from pipeline.report import JobReport
+    from pipeline.store.catalog import CatalogQuery
+    from pipeline.store.episodes import EpisodeStore
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, context_settings=CONTEXT,
                   help="World-model augmentation: export requests, generate, gate, ingest with lineage, commit")
 REAL_KINDS = ("teleop", "sim")
 
@@ -62,6 +56,8 @@ class _Slot:
 
 
 def _attempt_task(ctx: AttemptContext, plan: dict, parent: dict, attempt: int) -> dict:
+    from pipeline.augment import run_attempt
+
     return run_attempt(ctx, plan, parent, attempt)
 
 
@@ -71,6 +67,24 @@ def run_augment(store_uri: str, *, source: str = "latest", ref: str | None = Non
                 quality: QualityConfig | None = None, workdir: str | None = None, export_only: bool = False,
                 storage_options: dict | None = None, ray_address: str | None = None) -> JobReport:
     """Run (or resume) an augmentation over the episodes ``query`` selects in ``source``."""
+    from pipeline.augment import (
+        AttemptContext,
+        CallPolicy,
+        PlanOptions,
+        QualityConfig,
+        commit_augmented,
+        load_generator,
+        plan_requests,
+    )
+    from pipeline.augment.generators import generator_identity
+    from pipeline.augment.paths import write_json
+    from pipeline.report import JobReport
+    from pipeline.store.catalog import CatalogQuery, read_catalog_table
+    from pipeline.store.episodes import EpisodeStore
+    from pipeline.store.refs import read_head
+    from pipeline.store.versions import VersionError, resolve
+    from schemas import meta_to_row, row_to_meta, table_to_metas
+
     started = time.perf_counter()
     store = EpisodeStore(store_uri, storage_options)
     source_id, manifest = resolve(store, source)
@@ -119,10 +133,15 @@ def run_augment(store_uri: str, *, source: str = "latest", ref: str | None = Non
     elif not export_only:
         report.warnings.append("no synthetic episode was stored: no version committed")
     report.seconds = time.perf_counter() - started
+    from pipeline.report import keep_job_report
+
+    keep_job_report(store.objects, report)
     return report
 
 
 def _default_workdir(store: EpisodeStore, run_id: str) -> str:
+    from pipeline.store.objects import is_local
+
     if not is_local(store.fs):
         raise ValueError("the store is remote: pass a shared local folder as the work folder (--workdir)")
     return str(Path(store.objects.abspath(f"augment/{run_id}")))
@@ -133,6 +152,11 @@ def _schedule(ctx: AttemptContext, items: list[tuple[dict, dict]], policy: CallP
     """Attempts on Ray: at most ``max_concurrency`` in flight, a deadline each, retries with backoff."""
     if not items:
         return [], []
+    import ray
+
+    from jobs.raycluster import init_ray
+    from pipeline.progress import JobProgress, terminal_progress
+
     init_ray(ray_address)
     remote = ray.remote(num_cpus=1, max_retries=0)(_attempt_task)
     ctx_ref = ray.put(ctx)
@@ -149,6 +173,18 @@ def _schedule(ctx: AttemptContext, items: list[tuple[dict, dict]], policy: CallP
             queue.append(_Slot(slot.index, slot.attempt + 1, time.monotonic() + delay))
         else:
             finals[slot.index] = outcome
+            bar.advance(1, sum(int(c.get("num_frames") or 0) for c in (outcome.get("row") or {}).get("cameras") or []))
+
+    bar = JobProgress("augment", len(items), enabled=terminal_progress() and not json_mode(), item="requests")
+    with bar:
+        _drive(queue, running, items, remote, ctx_ref, policy, hard_limit, settle)
+    return [f for f in finals if f is not None], attempts
+
+
+def _drive(queue: deque, running: dict, items: list[tuple[dict, dict]], remote: Any, ctx_ref: Any,
+           policy: CallPolicy, hard_limit: float, settle: Any) -> None:
+    """Keep at most ``max_concurrency`` attempts in flight until every request is settled."""
+    import ray
 
     while queue or running:
         now = time.monotonic()
@@ -175,7 +211,6 @@ def _schedule(ctx: AttemptContext, items: list[tuple[dict, dict]], policy: CallP
                 ray.cancel(handle, force=True)
                 running.pop(handle)
                 settle(slot, _lost(items[slot.index][0], slot, "timeout", f"no answer within {hard_limit:g} s"))
-    return [f for f in finals if f is not None], attempts
 
 
 def _lost(plan: dict, slot: _Slot, gate: str, reason: str) -> dict:
@@ -218,16 +253,20 @@ def _failed_folder(workdir: str, request_id: str) -> str:
 def _plan_from_cli(cameras: str | None, variants: int, prompts: list[str] | None, negative_prompt: str, seed: int,
                    guidance: float | None, num_steps: int | None, inference_type: str, start_step: int,
                    max_steps: int | None, conditioning_frames: int) -> PlanOptions:
+    from pipeline.augment import PlanOptions
+
     try:
         return PlanOptions(cameras=tuple(c for c in cameras.split(",") if c) if cameras else None, variants=variants,
                            prompts=tuple(prompts) if prompts else ("{task}",), negative_prompt=negative_prompt,
                            seed=seed, guidance=guidance, num_steps=num_steps, inference_type=inference_type,
                            start_step=start_step, max_steps=max_steps, conditioning_frames=conditioning_frames)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
-STORE = typer.Option(..., "--store", help="Episode store root (path or fsspec URL)")
+STORE = store_option()
+OPTIONS = storage_options_option()
+STRICT = typer.Option(False, "--strict", help="Exit 3 when any request was quarantined")
 SOURCE = typer.Option("latest", "--from", help="Version (ref or id) to select parents from")
 WHERE = typer.Option(None, "--where", help="Select parents: KEY=VALUE (repeatable; see `versions`)")
 WORKDIR = typer.Option(None, "--workdir", help="Work folder (default: <store>/augment/<run id>)")
@@ -237,8 +276,11 @@ GEN_OPTIONS = typer.Option(None, "--generator-option", help="Generator option ke
 
 
 @app.command("run")
-def run_cmd(store: str = STORE, source: str = SOURCE, ref: str = typer.Option(None, "--ref", help="Ref to commit "
-            "to (default: --from when it is a ref)"), where: list[str] = WHERE,
+@command
+def run_cmd(store: str = STORE, storage_options: str = OPTIONS, source: str = SOURCE,
+            ref: str = typer.Option(None, "--ref", help="Ref to commit to (default: --from when it is a ref; name "
+                                    "another, e.g. --ref augmented, to keep --from where it is)"),
+            where: list[str] = WHERE,
             generator: str = typer.Option("reference", "--generator", help="reference | python:module:name | "
                                           "http(s)://... | none"),
             generator_option: list[str] = GEN_OPTIONS, cameras: str = CAMERAS,
@@ -253,71 +295,99 @@ def run_cmd(store: str = STORE, source: str = SOURCE, ref: str = typer.Option(No
             concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight"),
             quality: str = typer.Option(None, "--quality", help="Quality gate settings as JSON or a JSON file"),
             workdir: str = WORKDIR, report_path: str = typer.Option(None, "--report"),
-            ray_address: str = typer.Option(None, "--ray-address")) -> None:
+            ray_address: str = typer.Option(None, "--ray-address"), strict: bool = STRICT) -> Outcome:
     """Generate synthetic episodes for a selection and commit them beside the real ones."""
-    _run_cli(store, source, ref, where, generator, generator_option,
-             _plan_from_cli(cameras, variants, prompt, negative_prompt, seed, guidance, num_steps, inference_type,
-                            start_step, max_steps, conditioning_frames),
-             CallPolicy(timeout_s=timeout, max_attempts=attempts, max_concurrency=concurrency),
-             _quality(quality), workdir, False, report_path, ray_address)
+    from pipeline.augment import CallPolicy
+
+    for value, option in ((variants, "--variants"), (attempts, "--attempts"), (concurrency, "--concurrency")):
+        if value < 1:
+            raise UserError(f"{option} {value}: must be at least 1")
+    if timeout <= 0:
+        raise UserError(f"--timeout {timeout:g}: must be more than 0 seconds")
+    return _run_cli(store, storage_options, source, ref, where, generator, generator_option,
+                    _plan_from_cli(cameras, variants, prompt, negative_prompt, seed, guidance, num_steps,
+                                   inference_type, start_step, max_steps, conditioning_frames),
+                    CallPolicy(timeout_s=timeout, max_attempts=attempts, max_concurrency=concurrency),
+                    _quality(quality), workdir, False, report_path, ray_address, strict)
 
 
 @app.command("export")
-def export_cmd(store: str = STORE, source: str = SOURCE, where: list[str] = WHERE, cameras: str = CAMERAS,
-               variants: int = typer.Option(1, "--variants"), prompt: list[str] = PROMPTS,
+@command
+def export_cmd(store: str = STORE, storage_options: str = OPTIONS, source: str = SOURCE, where: list[str] = WHERE,
+               cameras: str = CAMERAS, variants: int = typer.Option(1, "--variants"), prompt: list[str] = PROMPTS,
                negative_prompt: str = typer.Option("", "--negative-prompt"), seed: int = typer.Option(0, "--seed"),
                inference_type: str = typer.Option("transfer", "--inference-type"),
                max_steps: int = typer.Option(None, "--max-steps"),
                conditioning_frames: int = typer.Option(1, "--conditioning-frames"), workdir: str = WORKDIR,
-               ray_address: str = typer.Option(None, "--ray-address")) -> None:
+               ray_address: str = typer.Option(None, "--ray-address")) -> Outcome:
     """Write generation requests only (for a generator that runs elsewhere)."""
-    _run_cli(store, source, None, where, "none", None,
-             _plan_from_cli(cameras, variants, prompt, negative_prompt, seed, None, None, inference_type, 0,
-                            max_steps, conditioning_frames), CallPolicy(), QualityConfig(), workdir, True, None,
-             ray_address)
+    from pipeline.augment import CallPolicy, QualityConfig
+
+    return _run_cli(store, storage_options, source, None, where, "none", None,
+                    _plan_from_cli(cameras, variants, prompt, negative_prompt, seed, None, None, inference_type, 0,
+                                   max_steps, conditioning_frames), CallPolicy(), QualityConfig(), workdir, True, None,
+                    ray_address, False)
 
 
 @app.command("serve")
+@command
 def serve_cmd(generator: str = typer.Option("reference", "--generator"),
               generator_option: list[str] = GEN_OPTIONS,
               host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port")) -> None:
     """Serve a generator over HTTP (the protocol in docs/synthetic.md)."""
-    server = GeneratorServer(load_generator(generator, _pairs(generator_option)), host, port)
-    typer.echo(f"serving {generator} at {server.url}")
+    from pipeline.augment import GeneratorServer, load_generator
+
+    try:
+        server = GeneratorServer(load_generator(generator, _pairs(generator_option)), host, port)
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"--generator {generator}: {exc}") from None
+    typer.echo(f"serving {generator} at {server.url}", err=json_mode())
     server.serve_forever()
 
 
 def _pairs(items: list[str] | None) -> dict:
     """``["strength=0.5", "geometric=false"]`` -> ``{"strength": 0.5, "geometric": False}`` (YAML scalars)."""
+    import yaml
+
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
+            raise UserError(f"--generator-option: expected key=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return out
 
 
 def _quality(text: str | None) -> QualityConfig:
+    from pipeline.augment import QualityConfig
+
     if not text:
         return QualityConfig()
     try:
         data = json.loads(Path(text).read_text() if Path(text).is_file() else text)
         return QualityConfig.from_json(data)
     except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(f"--quality: {exc}") from None
+        raise UserError(f"--quality: {exc}") from None
 
 
-def _run_cli(store: str, source: str, ref: str | None, where: list[str] | None, generator: str,
-             generator_option: list[str] | None, plan: PlanOptions, policy: CallPolicy, quality: QualityConfig,
-             workdir: str | None, export_only: bool, report_path: str | None, ray_address: str | None) -> None:
+def _run_cli(store: str, storage_options: str | None, source: str, ref: str | None, where: list[str] | None,
+             generator: str, generator_option: list[str] | None, plan: PlanOptions, policy: CallPolicy,
+             quality: QualityConfig, workdir: str | None, export_only: bool, report_path: str | None,
+             ray_address: str | None, strict: bool) -> Outcome:
+    from jobs.ingest import job_outcome
+
+    options = parse_storage_options(storage_options)
+    require_store(store, options)
+    query = parse_where(where)
     try:
-        report = run_augment(store, source=source, ref=ref, query=parse_where(where), plan=plan, generator=generator,
-                             generator_options=_pairs(generator_option), policy=policy,
-                             quality=quality, workdir=workdir, export_only=export_only, ray_address=ray_address)
-    except (VersionError, ValueError, ImportError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    report.render()
+        report = run_augment(store, source=source, ref=ref, query=query, plan=plan, generator=generator,
+                             generator_options=_pairs(generator_option), policy=policy, quality=quality,
+                             workdir=workdir, export_only=export_only, storage_options=options or None,
+                             ray_address=ray_address)
+    except (ValueError, ImportError) as exc:  # the generator's and the plan's own checks
+        raise UserError(str(exc)) from None
     if report_path:
         report.write(report_path)
+    line = (f"augment: {report.stored + report.reused} synthetic episodes, {len(report.quarantined)} quarantined, "
+            f"version {report.version_id or '(none)'}")
+    return job_outcome(report, strict, line)

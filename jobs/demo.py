@@ -10,16 +10,19 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from jobs.ingest import run_ingest
-from jobs.shard import run_shard
-from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader
-from pipeline.samples import SampleSpec, write_sample_dataset
-from pipeline.shards import ViewConfig
+from jobs.cliutil import Outcome, command
 
 
 def run_demo(out: str, batches: int = 20, fresh: bool = True) -> dict:
+    from rich.console import Console
+
+    from jobs.ingest import run_ingest
+    from jobs.shard import run_shard
+    from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader
+    from pipeline.samples import SampleSpec, write_sample_dataset
+    from pipeline.shards import ViewConfig
+
     console = Console()
     root = Path(out)
     if fresh and root.exists():
@@ -57,9 +60,13 @@ def run_demo(out: str, batches: int = 20, fresh: bool = True) -> dict:
     return {"ingest": ingest_report, "shard": shard_report, "samples_per_s": rate, "view_id": view_id}
 
 
-def main(out: str = typer.Option("demo-output", "--out"), batches: int = typer.Option(20, "--batches")) -> None:
+@command
+def main(out: str = typer.Option("demo-output", "--out"),
+         batches: int = typer.Option(20, "--batches", min=1)) -> Outcome:
     """Run the demo end to end."""
-    run_demo(out, batches)
+    result = run_demo(out, batches)
+    return Outcome({"out": out, "view_id": result["view_id"], "samples_per_s": round(result["samples_per_s"], 1),
+                    "ingest": result["ingest"].to_json(), "shard": result["shard"].to_json()})
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pipeline.catalog import CatalogQuery, scan_catalog
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest
+from pipeline.store.catalog import CatalogQuery, scan_catalog
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import VersionManifest
 from schemas import EpisodeMeta, make_episode_id
 
 PARENT_DATASET = "lineage.parent_dataset"

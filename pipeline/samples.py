@@ -193,7 +193,7 @@ def _encode(frames: list[np.ndarray], spec: SampleSpec) -> bytes:
         if spec.codec == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast", "g": str(spec.fps), "bf": "0"}
         else:
-            stream.options = {"crf": "35", "preset": "10", "g": str(spec.fps)}
+            stream.options = {"crf": "30", "preset": "10", "g": "2"}  # LeRobot's own AV1 settings: g=2, crf=30
         for number, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = number

@@ -1,113 +1,183 @@
-"""Normalization statistics that merge exactly: moments plus a log-bucket quantile sketch.
+"""Normalization statistics that merge: exact moments plus a deterministic quantile compactor.
 
-Means and variances merge with Chan's parallel formula. Quantiles come from a DDSketch-style
-sketch (Masson et al., VLDB 2019): each value falls in a bucket ``ceil(log_gamma |x|)`` with a
-sign, so two sketches merge by adding bucket counts and the merge of two halves is *identical* to
-the sketch of the whole. A quantile estimate is within relative error ``alpha`` of a true order
-statistic (values below ``min_value`` in magnitude share one zero bucket). LeRobot merges quantiles
-as min/max envelopes; this does not. The DataDog ``ddsketch`` package adds one value at a time in
-Python; this version buckets whole arrays with numpy, which is what episodes of 10^5 steps need.
+Means and variances merge with Chan's parallel formula. Quantiles come from a rank-error
+compactor in the style of KLL (Karnin, Lang, Liberty, FOCS 2016): level ``h`` holds values of
+weight ``2**h``; a level over its capacity is sorted and every other value moves up one level.
+While a feature has at most ``k`` rows nothing is compacted, so its quantiles are those of
+``np.quantile`` on the raw values, bit for bit (every episode and version that fits). Beyond
+that the rank error is about ``1/k`` (measured in bench/norm_stats.py), and unlike a
+relative-error (log-bucket) sketch it does not depend on where the values sit: a narrow
+distribution far from zero is as exact as one around it.
+
+Apache DataSketches' KLL is the same structure, but it draws the compaction offsets at random,
+so the same episodes give different bytes on every run and the version id (which hashes the
+stats object) would change; here the offsets alternate per level, so equal inputs merged in the
+same order give equal bytes. Format ``actionreel.stats/2``; stats written as format 1 (log-bucket
+sketch) still load and normalize with their stored q01/q99 but do not merge: callers recompute
+them from steps (``StatsSet.mergeable``).
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-DEFAULT_ALPHA = 0.005
-MIN_VALUE = 1e-9
-_DIM_SHIFT = 32
-_SIGN_OFFSET = 1 << 31
+STATS_FORMAT = "actionreel.stats/2"
+LEGACY_FORMAT = "actionreel.stats/1"
+DEFAULT_K = 16384
+_SHRINK = 2 / 3  # capacity ratio between a level and the one above it (KLL's c)
+
+
+class StatsFormatError(ValueError):
+    """Stats that cannot take part in this operation (an older format, other widths)."""
+
+
+def _encode(values: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _decode(text: str, dims: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").astype(np.float64).reshape(-1, dims)
 
 
 @dataclass
 class QuantileSketch:
-    """Per-dimension bucket counts. ``codes`` = dim << 32 | (signed bucket + 2^31), sorted, unique."""
+    """Rows of ``dims`` values in levels; a row of level ``h`` stands for ``2**h`` rows.
+
+    Columns are independent: compaction sorts each column on its own, so all columns keep the
+    same number of rows per level (features always add whole rows).
+    """
 
     dims: int
-    alpha: float = DEFAULT_ALPHA
-    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    k: int = DEFAULT_K
+    levels: list[np.ndarray] = field(default_factory=list)
+    parity: list[int] = field(default_factory=list)
 
     @property
-    def gamma(self) -> float:
-        return (1 + self.alpha) / (1 - self.alpha)
+    def count(self) -> int:
+        return sum(level.shape[0] << h for h, level in enumerate(self.levels))
 
     @property
-    def _offset(self) -> int:
-        return 1 - math.ceil(math.log(MIN_VALUE) / math.log(self.gamma))
-
-    def bucket_of(self, values: np.ndarray) -> np.ndarray:
-        """Signed bucket of each value: 0 for |x| < MIN_VALUE, order-preserving otherwise."""
-        values = np.asarray(values, dtype=np.float64)
-        magnitude = np.abs(values)
-        tiny = magnitude < MIN_VALUE
-        k = np.ceil(np.log(np.where(tiny, 1.0, magnitude)) / math.log(self.gamma)).astype(np.int64) + self._offset
-        return np.where(tiny, 0, np.where(values < 0, -k, k))
+    def is_exact(self) -> bool:
+        """No value has been compacted away: quantiles are ``np.quantile``'s."""
+        return all(level.shape[0] == 0 for level in self.levels[1:])
 
     def add(self, values: np.ndarray) -> None:
         """Add an [N, dims] array of finite values."""
         values = np.asarray(values, dtype=np.float64).reshape(-1, self.dims)
-        if values.size == 0:
-            return
-        buckets = self.bucket_of(values) + _SIGN_OFFSET
-        codes = (np.arange(self.dims, dtype=np.int64) << _DIM_SHIFT)[None, :] + buckets
-        unique, counts = np.unique(codes.reshape(-1), return_counts=True)
-        self._absorb(unique, counts.astype(np.int64))
+        if values.shape[0]:
+            self._absorb([values], [0])
 
     def merge(self, other: QuantileSketch) -> None:
-        if (other.dims, other.alpha) != (self.dims, self.alpha):
-            raise ValueError(f"cannot merge sketches of {other.dims} dims/alpha {other.alpha} into "
-                             f"{self.dims} dims/alpha {self.alpha}")
-        self._absorb(other.codes, other.counts)
+        if not isinstance(other, QuantileSketch) or (other.dims, other.k) != (self.dims, self.k):
+            raise StatsFormatError(f"cannot merge a {type(other).__name__} of {other.dims} dims into a sketch of "
+                                   f"{self.dims} dims/k {self.k}")
+        self._absorb(other.levels, other.parity)
 
-    def _absorb(self, codes: np.ndarray, counts: np.ndarray) -> None:
-        all_codes = np.concatenate([self.codes, codes])
-        all_counts = np.concatenate([self.counts, counts])
-        unique, inverse = np.unique(all_codes, return_inverse=True)
-        self.codes = unique
-        self.counts = np.bincount(inverse, weights=all_counts, minlength=unique.size).astype(np.int64)
+    def _absorb(self, levels: list[np.ndarray], parity: list[int]) -> None:
+        while len(self.levels) < len(levels):
+            self.levels.append(np.zeros((0, self.dims)))
+            self.parity.append(0)
+        for h, level in enumerate(levels):
+            if level.shape[0]:
+                self.levels[h] = np.concatenate([self.levels[h], level])
+            self.parity[h] = (self.parity[h] + parity[h]) % 2
+        self._compact()
+
+    def _capacity(self, h: int) -> int:
+        return max(2, math.ceil(self.k * _SHRINK ** (len(self.levels) - 1 - h)))
+
+    def _compact(self) -> None:
+        h = 0
+        while h < len(self.levels):
+            level = self.levels[h]
+            if level.shape[0] > self._capacity(h):
+                if h + 1 == len(self.levels):
+                    self.levels.append(np.zeros((0, self.dims)))
+                    self.parity.append(0)
+                level = np.sort(level, axis=0)
+                kept, pairs = self._split_odd(level, self.parity[h])
+                self.levels[h + 1] = np.concatenate([self.levels[h + 1], pairs[self.parity[h]::2]])
+                self.levels[h] = kept
+                self.parity[h] ^= 1
+                h = 0  # a new level shrinks the capacities below it
+                continue
+            h += 1
+
+    @staticmethod
+    def _split_odd(level: np.ndarray, parity: int) -> tuple[np.ndarray, np.ndarray]:
+        """An odd row out stays on its level (alternately the lowest or the highest); the rest pair up."""
+        if level.shape[0] % 2 == 0:
+            return level[:0], level
+        return (level[:1], level[1:]) if parity else (level[-1:], level[:-1])
 
     def quantile(self, q: float) -> np.ndarray:
-        """Estimated q-quantile per dimension (lower order statistic at rank q*(n-1)).
-
-        Codes are sorted, so each dimension is one contiguous run: one cumulative sum and one search
-        for all dimensions (this runs for every stored episode).
-        """
-        out = np.full(self.dims, np.nan)
-        dims = np.arange(self.dims, dtype=np.int64)
-        dims_of = self.codes >> _DIM_SHIFT
-        starts = np.searchsorted(dims_of, dims, side="left")
-        ends = np.searchsorted(dims_of, dims, side="right")
-        present = ends > starts
-        if not present.any():
-            return out
-        cumulative = np.cumsum(self.counts)
-        before = np.where(starts > 0, cumulative[np.maximum(starts - 1, 0)], 0)
-        totals = cumulative[np.maximum(ends - 1, 0)] - before
-        ranks = before + q * (totals - 1)
-        positions = np.minimum(np.searchsorted(cumulative, ranks, side="right"), ends - 1)[present]
-        buckets = (self.codes[positions] & ((1 << _DIM_SHIFT) - 1)) - _SIGN_OFFSET
-        out[present] = [self.bucket_value(int(b)) for b in buckets]
-        return out
-
-    def bucket_value(self, bucket: int) -> float:
-        """The representative value of a signed bucket (relative error <= alpha to its members)."""
-        if bucket == 0:
-            return 0.0
-        k = abs(bucket) - self._offset
-        value = 2 * self.gamma ** k / (self.gamma + 1)
-        return value if bucket > 0 else -value
+        """The q-quantile per dimension, linear between order statistics at rank q*(n-1) (numpy's default)."""
+        if not self.levels or self.count == 0:
+            return np.full(self.dims, np.nan)
+        if self.is_exact:
+            return np.quantile(self.levels[0], q, axis=0)
+        values = np.concatenate(self.levels)
+        weights = np.concatenate([np.full(level.shape[0], 1 << h, np.int64) for h, level in enumerate(self.levels)])
+        order = np.argsort(values, axis=0, kind="stable")
+        ordered = np.take_along_axis(values, order, axis=0)
+        cumulative = np.cumsum(weights[order], axis=0)  # [M, dims]: rows of rank < cumulative
+        rank = q * (self.count - 1)
+        low = math.floor(rank)
+        below = (cumulative <= low).sum(axis=0)
+        above = np.minimum((cumulative <= low + 1).sum(axis=0), ordered.shape[0] - 1)
+        columns = np.arange(self.dims)
+        a, b = ordered[below, columns], ordered[above, columns]
+        return a + (b - a) * (rank - low)
 
     def to_json(self) -> dict:
-        return {"dims": self.dims, "alpha": self.alpha, "codes": self.codes.tolist(), "counts": self.counts.tolist()}
+        return {"kind": "compactor", "dims": self.dims, "k": self.k, "parity": list(self.parity),
+                "levels": [_encode(level) for level in self.levels]}
 
     @staticmethod
     def from_json(data: dict) -> QuantileSketch:
-        return QuantileSketch(int(data["dims"]), float(data["alpha"]), np.asarray(data["codes"], np.int64),
-                              np.asarray(data["counts"], np.int64))
+        dims = int(data["dims"])
+        return QuantileSketch(dims, int(data["k"]), [_decode(t, dims) for t in data["levels"]],
+                              [int(p) for p in data["parity"]])
+
+
+@dataclass
+class StoredQuantiles:
+    """q01/q99 as an older stats format stored them: usable for normalization, not for merging."""
+
+    dims: int
+    q01: np.ndarray
+    q99: np.ndarray
+
+    def quantile(self, q: float) -> np.ndarray:
+        if q == 0.01:
+            return self.q01
+        if q == 0.99:
+            return self.q99
+        raise StatsFormatError(f"stats in {LEGACY_FORMAT} keep only q01 and q99, not q={q}")
+
+    def merge(self, other: object) -> None:
+        raise StatsFormatError(f"stats in {LEGACY_FORMAT} cannot merge: recompute them from the episodes' steps")
+
+    def to_json(self) -> dict:
+        return {"kind": "stored", "dims": self.dims, "q01": self.q01.tolist(), "q99": self.q99.tolist()}
+
+
+def _quantiles_from_json(data: dict) -> QuantileSketch | StoredQuantiles:
+    sketch = data["sketch"]
+    kind = sketch.get("kind")
+    if kind == "compactor":
+        return QuantileSketch.from_json(sketch)
+    if kind == "stored":
+        return StoredQuantiles(int(sketch["dims"]), np.asarray(sketch["q01"], np.float64),
+                               np.asarray(sketch["q99"], np.float64))
+    if "codes" in sketch:  # format 1: a log-bucket sketch; its summary's q01/q99 are what it answered
+        return StoredQuantiles(int(data["dims"]), np.asarray(data["q01"], np.float64),
+                               np.asarray(data["q99"], np.float64))
+    raise StatsFormatError(f"unknown quantile sketch kind {kind!r}")
 
 
 @dataclass
@@ -120,7 +190,7 @@ class FeatureStats:
     m2: np.ndarray | None = None
     min: np.ndarray | None = None
     max: np.ndarray | None = None
-    sketch: QuantileSketch | None = None
+    sketch: QuantileSketch | StoredQuantiles | None = None
 
     def __post_init__(self) -> None:
         zeros = np.zeros(self.dims)
@@ -142,11 +212,16 @@ class FeatureStats:
             stats.sketch.add(values)
         return stats
 
+    @property
+    def mergeable(self) -> bool:
+        return isinstance(self.sketch, QuantileSketch)
+
     def merge(self, other: FeatureStats) -> None:
         if other.dims != self.dims:
-            raise ValueError(f"cannot merge stats of {other.dims} dims into {self.dims} dims")
+            raise StatsFormatError(f"cannot merge stats of {other.dims} dims into {self.dims} dims")
         if other.count == 0:
             return
+        self.sketch.merge(other.sketch)  # first: an unmergeable sketch must leave the moments untouched
         total = self.count + other.count
         delta = other.mean - self.mean
         self.mean = self.mean + delta * (other.count / total)
@@ -154,7 +229,6 @@ class FeatureStats:
         self.count = total
         self.min = np.minimum(self.min, other.min)
         self.max = np.maximum(self.max, other.max)
-        self.sketch.merge(other.sketch)
 
     def summary(self) -> dict[str, list[float] | int]:
         """The numbers loaders use: mean, std (population), min, max, q01, q99, count."""
@@ -171,7 +245,7 @@ class FeatureStats:
     def from_json(data: dict) -> FeatureStats:
         return FeatureStats(int(data["dims"]), int(data["count"]), np.asarray(data["mean"], np.float64),
                             np.asarray(data["m2"], np.float64), np.asarray(data["min"], np.float64),
-                            np.asarray(data["max"], np.float64), QuantileSketch.from_json(data["sketch"]))
+                            np.asarray(data["max"], np.float64), _quantiles_from_json(data))
 
 
 @dataclass
@@ -179,6 +253,11 @@ class StatsSet:
     """Statistics per group (the embodiment) and feature (``state``, ``action``)."""
 
     groups: dict[str, dict[str, FeatureStats]] = field(default_factory=dict)
+
+    @property
+    def mergeable(self) -> bool:
+        """False for stats loaded from an older format: recompute those from the episodes' steps."""
+        return all(s.mergeable for features in self.groups.values() for s in features.values())
 
     def add(self, group: str, feature: str, values: np.ndarray) -> None:
         self.merge_feature(group, feature, FeatureStats.of(values))
@@ -199,11 +278,16 @@ class StatsSet:
         return self.groups[group][feature].summary()
 
     def to_json(self) -> dict:
-        return {"format": "actionreel.stats/1",
+        return {"format": STATS_FORMAT,
                 "groups": {g: {f: s.to_json() for f, s in sorted(fs.items())} for g, fs in sorted(self.groups.items())}}
 
     @staticmethod
     def from_json(data: dict) -> StatsSet:
+        """Format 2, or format 1 (loads with its stored q01/q99; not mergeable)."""
+        fmt = data.get("format", LEGACY_FORMAT)
+        if fmt not in (STATS_FORMAT, LEGACY_FORMAT):
+            raise StatsFormatError(f"unknown stats format {fmt!r} (this version reads {STATS_FORMAT} and "
+                                   f"{LEGACY_FORMAT})")
         return StatsSet({g: {f: FeatureStats.from_json(s) for f, s in fs.items()}
                          for g, fs in data.get("groups", {}).items()})
 

@@ -38,9 +38,11 @@ from schemas.episode import (
 )
 from schemas.timebase import (
     NS_PER_S,
+    PAIRING_TOLERANCE_NS,
     align_nearest,
     index_to_ns,
     ns_to_index,
+    ns_to_seconds,
     parse_rate,
     period_ns,
     rate_to_str,
@@ -57,6 +59,7 @@ __all__ = [
     "FRAME_PREFIX",
     "KINDS",
     "NS_PER_S",
+    "PAIRING_TOLERANCE_NS",
     "SCHEMA_VERSION",
     "STATE_SOURCES",
     "CameraInfo",
@@ -79,6 +82,7 @@ __all__ = [
     "meta_to_row",
     "metas_to_table",
     "ns_to_index",
+    "ns_to_seconds",
     "parse_rate",
     "period_ns",
     "rate_to_str",

@@ -70,8 +70,17 @@ def seconds_to_ns(seconds: np.ndarray | float) -> np.ndarray | int:
     return np.rint(np.asarray(seconds, dtype=np.float64) * NS_PER_S).astype(np.int64)
 
 
+def ns_to_seconds(ns: np.ndarray) -> np.ndarray:
+    """Integer nanoseconds back to float64 seconds (what exports write, cast to the source dtype)."""
+    return np.asarray(ns, dtype=np.int64) / NS_PER_S
+
+
 def period_ns(rate: Fraction) -> int:
     return int(index_to_ns(1, rate))
+
+
+# LeRobot's and GR00T's ``tolerance_s``: a step's frame is the one nearest its timestamp, within 1e-4 s.
+PAIRING_TOLERANCE_NS = 100_000
 
 
 def align_nearest(query_ns: np.ndarray, frame_ns: np.ndarray, tolerance_ns: int) -> np.ndarray:

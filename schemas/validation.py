@@ -112,8 +112,8 @@ def _check_steps(meta: EpisodeMeta, steps: StepArrays, fail) -> None:
         fail("timestamp_ns", f"{ts.shape[0] if ts.ndim else 0} values for {n} steps")
     if ts.dtype != np.int64:
         fail("timestamp_ns", f"must be int64 nanoseconds, got {ts.dtype}")
-    if ts[0] != 0:
-        fail("timestamp_ns", f"must start at 0 (episode start), starts at {ts[0]}")
+    if ts[0] < 0:  # a source clock may start late (GR00T's demo: 0.05 s); it is kept as the source has it
+        fail("timestamp_ns", f"must not be negative, starts at {ts[0]}")
     bad = np.nonzero(np.diff(ts) <= 0)[0]
     if bad.size:
         fail("timestamp_ns", f"not strictly increasing at step {int(bad[0]) + 1}")

@@ -38,10 +38,60 @@ def open_h5(fs: fsspec.AbstractFileSystem, path: str, episode: str = "") -> Iter
             raise SourceError(path, f"not a readable HDF5 file (truncated or corrupt?): {exc}", episode,
                               "file") from exc
         with h5:
+            refuse_foreign_storage(h5, path, episode)
             yield h5
     finally:
         if handle is not None:
             handle.close()
+
+
+def refuse_foreign_storage(h5: h5py.File, path: str, episode: str = "") -> None:
+    """Refuse a file whose bytes may come from other files: external links, external raw storage and
+    virtual datasets mapping other files.
+
+    HDF5 resolves those names against the working directory and environment prefixes
+    (``HDF5_EXT_PREFIX``, ``HDF5_VDS_PREFIX``), not the dataset root, so no containment can be
+    promised for them: an episode file must hold its own bytes. Links are visited without being
+    followed (an external link is never opened).
+    """
+    problems: list[tuple[str, str]] = []
+
+    def visit(name: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            problems.append((name, f"an external link to {link.filename}:{link.path}"))
+        elif isinstance(link, h5py.HardLink):
+            item = h5.get(name)
+            if isinstance(item, h5py.Dataset):
+                if item.external:
+                    problems.append((name, f"a dataset with external raw storage in {[e[0] for e in item.external]}"))
+                elif item.is_virtual and any(v.file_name != "." for v in item.virtual_sources()):
+                    problems.append((name, "a virtual dataset mapping "
+                                     f"{sorted({v.file_name for v in item.virtual_sources()})}"))
+
+    h5.visititems_links(visit)
+    if problems:
+        name, what = problems[0]
+        raise SourceError(path, f"refusing HDF5 data stored outside this file: /{name} is {what} "
+                          f"({len(problems)} such object(s))", episode, name)
+
+
+def check_written(ds: h5py.Dataset, path: str, episode: str, field: str) -> None:
+    """Refuse a dataset whose storage was never (fully) written: unwritten chunks read as the fill value
+    (black frames, zero states) without any error from HDF5."""
+    if ds.size == 0 or ds.is_virtual or ds.external:
+        return
+    if ds.chunks is None:
+        if ds.id.get_storage_size() == 0 and ds.id.get_offset() is None:
+            raise SourceError(path, f"{ds.name} was never written (it would read as the fill value)", episode,
+                              field)
+        return
+    expected = 1
+    for size, chunk in zip(ds.shape, ds.chunks, strict=True):
+        expected *= -(-size // chunk)
+    written = ds.id.get_num_chunks()
+    if written < expected:
+        raise SourceError(path, f"{ds.name}: {expected - written} of {expected} chunks were never written (they "
+                          "would read as the fill value, not data)", episode, field)
 
 
 def locate(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
@@ -66,6 +116,7 @@ def get_dataset(group: h5py.Group, name: str, path: str, episode: str) -> h5py.D
         raise SourceError(path, f"missing dataset {group.name.rstrip('/')}/{name}", episode, name)
     if not isinstance(item, h5py.Dataset):
         raise SourceError(path, f"{item.name} is a group, not a dataset", episode, name)
+    check_written(item, path, episode, name)
     return item
 
 
@@ -101,6 +152,7 @@ def raw_frames(fs: fsspec.AbstractFileSystem, path: str, dataset: str, episode: 
     def produce() -> Iterator[np.ndarray]:
         with open_h5(fs, path, episode) as h5:
             ds = h5[dataset]
+            check_written(ds, path, episode, dataset.lstrip("/"))
             for start in range(0, ds.shape[0], FRAME_BATCH):
                 try:
                     batch = ds[start:start + FRAME_BATCH]

@@ -11,7 +11,6 @@ split (``train``/``valid``/``test`` filters) plus the list of filters holding th
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 
 import fsspec
@@ -30,7 +29,8 @@ from connectors.common import (
     option_rate,
     vector_names,
 )
-from connectors.hdf5.h5util import attr_text, open_h5, raw_frames, read_array
+from connectors.fsutil import parse_json
+from connectors.hdf5.h5util import attr_text, check_written, open_h5, raw_frames, read_array
 from schemas import CameraInfo, Episode, StepArrays, index_to_ns
 
 DEFAULT_FPS = Fraction(20)  # robosuite's default control_freq
@@ -56,8 +56,8 @@ def env_config(h5: h5py.File) -> dict:
     for name in ("env_args", "env_info"):
         if name in attrs:
             try:
-                doc = json.loads(attr_text(attrs[name]))
-            except json.JSONDecodeError:
+                doc = parse_json(attr_text(attrs[name]), name)
+            except SourceError:
                 return {}
             return {**doc, **(doc.get("env_kwargs") or {})} if isinstance(doc, dict) else {}
     return {}
@@ -125,6 +125,7 @@ def _observations(fs, path: str, obs: h5py.Group | None, n: int, fps: Fraction, 
                               field)
         if ds.shape[0] != n:
             raise SourceError(path, f"shape mismatch: {ds.shape[0]} frames for {n} steps", episode, field)
+        check_written(ds, path, episode, field)
         height, width = int(ds.shape[1]), int(ds.shape[2])
         check_dims(height, width, path, episode, field)
         name = camera_name(key, used_names)

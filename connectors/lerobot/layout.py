@@ -17,8 +17,8 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from connectors.base import DatasetError, SourceError
-from connectors.fsutil import join_inside, open_root, read_json, read_jsonl
+from connectors.base import DatasetError
+from connectors.fsutil import check_resolves_inside, join_inside, open_root, read_json, read_jsonl
 from schemas import parse_rate
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -56,6 +56,8 @@ class Layout:
     tasks: dict[int, str]
     episodes: dict[int, EpisodeEntry]
     splits: dict[str, tuple[int, int]]
+    modality: dict[str, Any] = field(default_factory=dict)  # GR00T's meta/modality.json, when present
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (episode index, why it was dropped)
 
     @property
     def video_keys(self) -> list[str]:
@@ -82,7 +84,11 @@ class Layout:
 def format_template(template: str, **values: int | str) -> str:
     """``str.format`` restricted to plain named fields: no attribute or index access."""
     out = []
-    for literal, name, spec, conversion in string.Formatter().parse(template):
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise DatasetError(template, f"malformed path template: {exc}") from exc
+    for literal, name, spec, conversion in fields:
         out.append(literal)
         if name is None:
             continue
@@ -98,18 +104,22 @@ _cache: OrderedDict[str, Layout] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def load_layout(uri: str, storage_options: dict | None = None) -> Layout:
+def load_layout(uri: str, storage_options: dict | None = None, default_version: str | None = None) -> Layout:
     """The layout at ``uri``, cached per process (a worker reads many episodes of one dataset).
+
+    ``default_version`` is the layout assumed when info.json names no ``codebase_version`` (GR00T-Dreams
+    writes none); without it such a dataset is refused.
 
     The cache key includes a stamp of the ``meta/`` files (one listing), so a dataset that grew
     since (new episodes appended at the source) is read again, also by long-lived workers.
     """
-    key = json.dumps([uri, storage_options or {}, _meta_stamp(uri, storage_options)], sort_keys=True, default=str)
+    key = json.dumps([uri, storage_options or {}, default_version, _meta_stamp(uri, storage_options)], sort_keys=True,
+                     default=str)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    layout = _load_layout(uri, storage_options)
+    layout = _load_layout(uri, storage_options, default_version)
     with _cache_lock:
         _cache[key] = layout
         while len(_cache) > 8:
@@ -130,15 +140,16 @@ def _meta_stamp(uri: str, storage_options: dict | None) -> list:
                   for path, info in files.items())
 
 
-def _load_layout(uri: str, storage_options: dict | None) -> Layout:
+def _load_layout(uri: str, storage_options: dict | None, default_version: str | None = None) -> Layout:
     fs, root = open_root(uri, storage_options)
-    info_path = f"{root}/meta/info.json"
+    info_path = join_inside(root, "meta/info.json", resolve=False)
     if not fs.exists(info_path):
         raise DatasetError(info_path, "no meta/info.json: not a LeRobot dataset (or the wrong folder)")
+    check_resolves_inside(root, info_path)
     info = read_json(fs, info_path)
     if not isinstance(info, dict):
         raise DatasetError(info_path, "meta/info.json is not a JSON object")
-    version = str(info.get("codebase_version", ""))
+    version = str(info.get("codebase_version") or default_version or "")
     if version not in SUPPORTED_VERSIONS:
         raise DatasetError(info_path, f"codebase_version {version!r} is not one of {SUPPORTED_VERSIONS}")
     try:
@@ -146,14 +157,28 @@ def _load_layout(uri: str, storage_options: dict | None) -> Layout:
     except (KeyError, ValueError) as exc:
         raise DatasetError(info_path, f"bad or missing fps: {exc}") from exc
     features = info.get("features")
-    if not isinstance(features, dict):
-        raise DatasetError(info_path, "missing 'features'")
+    if not isinstance(features, dict) or not all(isinstance(f, dict) for f in features.values()):
+        raise DatasetError(info_path, "missing 'features' (an object of feature objects)")
+    duplicates: list[tuple[str, str]] = []
     if version == "v3.0":
-        tasks, episodes = _v3_tables(fs, root, info)
+        tasks, episodes = _v3_tables(fs, root, info, duplicates)
     else:
-        tasks, episodes = _v2_tables(fs, root, info, features)
+        tasks, episodes = _v2_tables(fs, root, info, features, duplicates)
     return Layout(uri=uri, fs=fs, root=root, version=version, info=info, fps=fps, features=features,
-                  tasks=tasks, episodes=episodes, splits=_parse_splits(info.get("splits") or {}))
+                  tasks=tasks, episodes=episodes, splits=_parse_splits(info.get("splits") or {}),
+                  modality=_modality(fs, root), duplicates=duplicates)
+
+
+def _modality(fs, root: str) -> dict[str, Any]:
+    """GR00T's ``meta/modality.json`` (groups of the state/action vectors, video keys, annotations)."""
+    path = f"{root}/meta/modality.json"
+    if not fs.exists(path):
+        return {}
+    check_resolves_inside(root, path)
+    modality = read_json(fs, path)
+    if not isinstance(modality, dict) or not all(isinstance(v, dict) for v in modality.values()):
+        raise DatasetError(path, "meta/modality.json must map each modality to an object of groups")
+    return modality
 
 
 def _parse_splits(splits: dict) -> dict[str, tuple[int, int]]:
@@ -167,34 +192,58 @@ def _parse_splits(splits: dict) -> dict[str, tuple[int, int]]:
     return parsed
 
 
-def _v2_tables(fs, root: str, info: dict, features: dict) -> tuple[dict[int, str], dict[int, EpisodeEntry]]:
+def _row_int(row: Any, key: str, path: str, number: int) -> int:
+    """A required non-negative integer of one metadata row (a bool or ``3.5`` is not an index)."""
+    if not isinstance(row, dict):
+        raise DatasetError(path, f"line {number}: not a JSON object", field=key)
+    value = row.get(key)
+    if value is None:
+        raise DatasetError(path, f"line {number}: no {key!r}", field=key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DatasetError(path, f"line {number}: {key} {value!r} is not a non-negative integer", field=key)
+    return value
+
+
+def _v2_tables(fs, root: str, info: dict, features: dict,
+               duplicates: list[tuple[str, str]]) -> tuple[dict[int, str], dict[int, EpisodeEntry]]:
     tasks = {}
-    for row in read_jsonl(fs, f"{root}/meta/tasks.jsonl"):
-        tasks[int(row["task_index"])] = str(row["task"])
+    tasks_path = join_inside(root, "meta/tasks.jsonl")
+    for number, row in enumerate(read_jsonl(fs, tasks_path), 1):
+        index = _row_int(row, "task_index", tasks_path, number)
+        if not isinstance(row.get("task"), str):
+            raise DatasetError(tasks_path, f"line {number}: 'task' is not a string", field="task")
+        tasks[index] = row["task"]
     chunk_size = int(info.get("chunks_size") or 1000)
     data_template = str(info.get("data_path") or "")
     video_template = str(info.get("video_path") or "")
     video_keys = [k for k, f in features.items() if f.get("dtype") == "video"]
-    episodes = {}
-    for row in read_jsonl(fs, f"{root}/meta/episodes.jsonl"):
-        index = int(row["episode_index"])
+    episodes: dict[int, EpisodeEntry] = {}
+    episodes_path = join_inside(root, "meta/episodes.jsonl")
+    for number, row in enumerate(read_jsonl(fs, episodes_path), 1):
+        index = _row_int(row, "episode_index", episodes_path, number)
+        length = _row_int(row, "length", episodes_path, number)
+        if index in episodes:
+            duplicates.append((str(index), f"{episodes_path} line {number} repeats episode_index {index}: "
+                               "the first row is kept, this one is ignored"))
+            continue
         chunk = index // chunk_size
         entry = EpisodeEntry(
             index=index,
-            length=int(row["length"]),
+            length=length,
             tasks=[str(t) for t in row.get("tasks") or []],
             data_path=join_inside(root, format_template(data_template, episode_chunk=chunk,
-                                                        episode_index=index)),
+                                                        episode_index=index), resolve=False),
         )
         for key in video_keys:
             rel = format_template(video_template, episode_chunk=chunk, video_key=key, episode_index=index)
-            entry.videos[key] = VideoSpan(join_inside(root, rel))
+            entry.videos[key] = VideoSpan(join_inside(root, rel, resolve=False))
         episodes[index] = entry
     return tasks, episodes
 
 
-def _v3_tables(fs, root: str, info: dict) -> tuple[dict[int, str], dict[int, EpisodeEntry]]:
-    tasks_path = f"{root}/meta/tasks.parquet"
+def _v3_tables(fs, root: str, info: dict,
+               duplicates: list[tuple[str, str]]) -> tuple[dict[int, str], dict[int, EpisodeEntry]]:
+    tasks_path = join_inside(root, "meta/tasks.parquet")
     try:
         table = pq.read_table(tasks_path, filesystem=fs)
     except (OSError, FileNotFoundError) as exc:
@@ -215,6 +264,10 @@ def _v3_tables(fs, root: str, info: dict) -> tuple[dict[int, str], dict[int, Epi
         wanted = [c for c in schema.names if not c.startswith("stats/")]
         for row in pq.read_table(path, filesystem=fs, columns=wanted).to_pylist():
             entry = _v3_entry(root, row, data_template, video_template, path)
+            if entry.index in episodes:
+                duplicates.append((str(entry.index), f"{path} repeats episode_index {entry.index}: the first row "
+                                   "is kept, this one is ignored"))
+                continue
             episodes[entry.index] = entry
     return tasks, episodes
 
@@ -222,12 +275,13 @@ def _v3_tables(fs, root: str, info: dict) -> tuple[dict[int, str], dict[int, Epi
 def _v3_entry(root: str, row: dict, data_template: str, video_template: str, source: str) -> EpisodeEntry:
     try:
         index = int(row["episode_index"])
+        length = int(row["length"])
         data_rel = format_template(data_template, chunk_index=int(row["data/chunk_index"]),
                                    file_index=int(row["data/file_index"]))
-    except (KeyError, TypeError) as exc:
-        raise SourceError(source, f"episode row lacks {exc}", field="meta/episodes") from exc
-    entry = EpisodeEntry(index=index, length=int(row["length"]), tasks=list(row.get("tasks") or []),
-                         data_path=join_inside(root, data_rel))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(source, f"episode row lacks or mistypes {exc}", field="meta/episodes") from exc
+    entry = EpisodeEntry(index=index, length=length, tasks=list(row.get("tasks") or []),
+                         data_path=join_inside(root, data_rel, resolve=False))
     prefixes = {c.split("/")[1] for c in row if c.startswith("videos/") and c.endswith("/chunk_index")}
     for key in sorted(prefixes):
         base = f"videos/{key}/"
@@ -235,6 +289,6 @@ def _v3_entry(root: str, row: dict, data_template: str, video_template: str, sou
             continue
         rel = format_template(video_template, video_key=key, chunk_index=int(row[base + "chunk_index"]),
                               file_index=int(row[base + "file_index"]))
-        entry.videos[key] = VideoSpan(join_inside(root, rel), float(row[base + "from_timestamp"]),
+        entry.videos[key] = VideoSpan(join_inside(root, rel, resolve=False), float(row[base + "from_timestamp"]),
                                       float(row[base + "to_timestamp"]))
     return entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import cv2
@@ -11,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.base import EpisodeRef, SourceError
+from connectors.common import pair_frames
+from connectors.fsutil import check_resolves_inside
 from connectors.lerobot.layout import EpisodeEntry, Layout
 from schemas import (
     CameraInfo,
@@ -22,6 +25,7 @@ from schemas import (
     fixed_list_to_numpy,
     index_to_ns,
     make_episode_id,
+    ns_to_seconds,
     parse_rate,
     period_ns,
     safe_name,
@@ -35,6 +39,8 @@ _CONSUMED = {"timestamp", "frame_index", "episode_index", "index", "task_index",
 def read_episode(layout: Layout, ref: EpisodeRef) -> Episode:
     index = int(ref.key)
     entry = layout.episodes[index]
+    for path in [entry.data_path, *(span.path for span in entry.videos.values())]:
+        check_resolves_inside(layout.root, path, ref.key)
     options = ref.options
     table = _episode_rows(layout, entry)
     n = table.num_rows
@@ -45,24 +51,27 @@ def read_episode(layout: Layout, ref: EpisodeRef) -> Episode:
     action_key = options.get("action_key", "action")
     state, state_names = _vector(layout, table, state_key, where, ref.key)
     action, action_names = _vector(layout, table, action_key, where, ref.key)
-    timestamp_ns, time_extras = _timeline(layout, table, where, ref.key)
+    timestamp_ns, time_extras, exact_timestamps = _timeline(layout, table, where, ref.key)
     tasks, task_index, annotation_columns = _tasks(layout, table, entry, options, where, ref.key)
     skip = set(options.get("skip_cameras") or ())
     cameras, videos = _cameras(layout, entry, table, n, skip, options, ref.key)
+    frame_index, pairing_extras = _pairing(timestamp_ns, cameras, videos, entry)
     steps = StepArrays(
         timestamp_ns=timestamp_ns,
         state=state,
         action=action,
-        frame_index={cam.name: np.arange(n, dtype=np.int32) for cam in cameras},
+        frame_index=frame_index,
         task_index=task_index,
         reward=_column(table, "next.reward", np.float64),
         is_terminal=_column(table, "next.done", bool),
         state_valid=None if state.shape[1] else np.zeros(n, bool),
         action_valid=None if action.shape[1] else np.zeros(n, bool),
-        extras={**annotation_columns, **_numeric_extras(layout, table, {state_key, action_key}, annotation_columns)},
+        extras={**annotation_columns, **exact_timestamps,
+                **_numeric_extras(layout, table, {state_key, action_key}, annotation_columns)},
     )
     extras = {"lerobot.codebase_version": layout.version, "lerobot.episode_index": ref.key,
-              "lerobot.robot_type": str(layout.info.get("robot_type", "")), **time_extras}
+              "lerobot.robot_type": str(layout.info.get("robot_type", "")), **time_extras, **pairing_extras,
+              **_column_dtypes(table), **_modality(layout)}
     if skip:
         extras["lerobot.skipped_cameras"] = ",".join(sorted(skip))
     dataset = ref.dataset
@@ -139,8 +148,14 @@ def _vector(layout: Layout, table: pa.Table, key: str, where: str, episode: str)
     return values, _feature_names(layout, key, values.shape[1])
 
 
-def _timeline(layout: Layout, table: pa.Table, where: str, episode: str) -> tuple[np.ndarray, dict[str, str]]:
-    """Integer timestamps from frame indices; source float timestamps are only checked."""
+def _timeline(layout: Layout, table: pa.Table, where: str,
+              episode: str) -> tuple[np.ndarray, dict[str, str], dict[str, np.ndarray]]:
+    """The source's own clock in integer ns (offset included), checked against the frame clock.
+
+    Without a ``timestamp`` column the clock is ``frame_index / fps``. When the source's float seconds do
+    not survive ns and back in their dtype (GR00T's float64 stamps such as 0.04999995231628418 s), they
+    are also kept as the step extra ``timestamp`` so that exports write them back bit for bit.
+    """
     n = table.num_rows
     if "frame_index" in table.column_names:
         frames = table.column("frame_index").to_numpy()
@@ -148,21 +163,65 @@ def _timeline(layout: Layout, table: pa.Table, where: str, episode: str) -> tupl
         if bad.size:
             raise SourceError(where, f"frame_index is not 0..{n - 1}: row {int(bad[0])} has {frames[bad[0]]}",
                               episode, "frame_index")
-    timestamp_ns = index_to_ns(np.arange(n), layout.fps)
+    grid = index_to_ns(np.arange(n), layout.fps)
+    if "timestamp" not in table.column_names:
+        return grid, {}, {}
+    seconds = table.column("timestamp").to_numpy(zero_copy_only=False)
+    if seconds.dtype.kind != "f" or not np.isfinite(seconds).all() or (n and seconds.min() < 0):
+        raise SourceError(where, f"timestamps must be finite non-negative float seconds ({seconds.dtype})",
+                          episode, "timestamp")
+    source = seconds_to_ns(seconds.astype(np.float64))
+    offset = int(source[0]) if n else 0
+    drift = np.abs(source - offset - grid)
+    worst = int(drift.argmax()) if n else 0
+    if n and drift[worst] > period_ns(layout.fps) // 4:
+        raise SourceError(where, f"timestamp at row {worst} is {seconds[worst]:.6f} s, expected "
+                          f"{(grid[worst] + offset) / 1e9:.6f} s at {layout.fps} fps: rows do not "
+                          "follow the frame clock", episode, "timestamp")
+    extras = {"lerobot.timestamp_max_drift_ns": str(int(drift[worst]) if n else 0)}
+    if offset:
+        extras["lerobot.timestamp_offset_ns"] = str(offset)
+    exact = np.array_equal(ns_to_seconds(source).astype(seconds.dtype), seconds)
+    return source, extras, ({} if exact else {"timestamp": seconds})
+
+
+def _pairing(timestamp_ns: np.ndarray, cameras: list[CameraInfo], videos: dict,
+             entry: EpisodeEntry) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each step's frame as LeRobot's reader finds it: nearest to ``from_timestamp + timestamp`` (1e-4 s).
+
+    Image features (one picture per row) pair by row. Video frame ``k`` of a file plays at ``k / fps``;
+    only the episode's own frames (its v3.0 span) are candidates, counted from the span's start.
+    """
+    frame_index: dict[str, np.ndarray] = {}
     extras: dict[str, str] = {}
-    if "timestamp" in table.column_names:
-        source = seconds_to_ns(table.column("timestamp").to_numpy().astype(np.float64))
-        offset = int(source[0])
-        drift = np.abs(source - offset - timestamp_ns)
-        worst = int(drift.argmax())
-        if drift[worst] > period_ns(layout.fps) // 4:
-            raise SourceError(where, f"timestamp at row {worst} is {source[worst] / 1e9:.6f} s, expected "
-                              f"{(timestamp_ns[worst] + offset) / 1e9:.6f} s at {layout.fps} fps: rows do not "
-                              "follow the frame clock", episode, "timestamp")
-        if offset:
-            extras["lerobot.timestamp_offset_ns"] = str(offset)
-        extras["lerobot.timestamp_max_drift_ns"] = str(int(drift[worst]))
-    return timestamp_ns, extras
+    n = timestamp_ns.shape[0]
+    for cam in cameras:
+        video = videos[cam.name]
+        if not isinstance(video, VideoFile):
+            frame_index[cam.name] = np.arange(n, dtype=np.int32)
+            continue
+        span = entry.videos[cam.source_key]
+        start_ns = 0 if span.from_timestamp is None else seconds_to_ns(span.from_timestamp)
+        frame_ns = index_to_ns(np.arange(video.frame_start, video.frame_start + video.num_frames), cam.fps)
+        frame_index[cam.name], found = pair_frames(timestamp_ns + start_ns, frame_ns, cam.name)
+        extras.update(found)
+    return frame_index, extras
+
+
+def _column_dtypes(table: pa.Table) -> dict[str, str]:
+    """Source dtypes of the columns the schema widens or re-indexes (exports write them back in these)."""
+    out = {}
+    widened = ("timestamp", "next.reward", "next.done", "task_index", "frame_index", "episode_index", "index")
+    for name in [*widened, *(c for c in table.column_names if c.startswith("annotation."))]:
+        if name in table.column_names and pa.types.is_primitive(table.column(name).type):
+            out[f"lerobot.dtype.{name}"] = np.dtype(table.column(name).type.to_pandas_dtype()).name
+    return out
+
+
+def _modality(layout: Layout) -> dict[str, str]:
+    """GR00T's meta/modality.json as the source has it (canonical JSON), carried to exports."""
+    return {"lerobot.modality": json.dumps(layout.modality, sort_keys=True, separators=(",", ":"))} \
+        if layout.modality else {}
 
 
 def _tasks(layout: Layout, table: pa.Table, entry: EpisodeEntry, options: dict, where: str, episode: str):
@@ -196,8 +255,10 @@ def _tasks(layout: Layout, table: pa.Table, entry: EpisodeEntry, options: dict, 
         task_index = np.full(table.num_rows, 0 if len(tasks) == 1 else -1, np.int32)
     annotations = {}
     for name in table.column_names:
-        if name.startswith("annotation.") and name != column and pa.types.is_integer(table.column(name).type):
-            annotations[name] = localize(table.column(name).to_numpy(), name)
+        # Every annotation column is kept under its source name (GR00T reads them by name), the one that
+        # gives the per-step instruction too.
+        if name.startswith("annotation.") and pa.types.is_integer(table.column(name).type):
+            annotations[name] = task_index if name == column else localize(table.column(name).to_numpy(), name)
     return tasks, task_index, annotations
 
 

@@ -25,7 +25,7 @@ from connectors.common import dataset_name, option_list, option_rate
 from connectors.fsutil import join_inside, open_root, read_json
 from connectors.rlds.features import DatasetInfo, FeatureSpec, parse_dataset_info, parse_features, parse_shard_name
 from connectors.rlds.reader import read_rlds_episode
-from connectors.rlds.tfrecord import RecordSpan, read_record, scan_records
+from connectors.rlds.tfrecord import RecordSpan, read_record, scan_framing, scan_records
 from schemas import Episode
 
 __all__ = ["RldsConnector"]
@@ -66,25 +66,31 @@ class RldsConnector:
         wanted = option_list(options, "splits")
         fps, assumed = _rate(layout, options)
         warnings = [f"control rate unknown for this dataset: assumed {fps} Hz (pass the fps option)"] if assumed else []
-        refs = []
+        refs, missing = [], []
         for relative in layout.files:
             split = _split_of(relative, options)
             if wanted is not None and split not in wanted:
                 continue
-            path = join_inside(layout.root, relative)
-            with layout.fs.open(path, "rb") as handle:
-                spans, problem = scan_records(handle, path, layout.fs.size(path))
-            if problem:
-                warnings.append(f"{path}: {problem}")
             declared = _declared_count(layout, relative, split)
+            try:
+                path = join_inside(layout.root, relative)
+            except SourceError as exc:  # a shard symlinked out of the dataset: its records are not read
+                missing.append((relative, f"{exc.problem} (declared records: "
+                                          f"{'unknown' if declared is None else declared})"))
+                continue
+            with layout.fs.open(path, "rb") as handle:
+                scan = scan_framing(handle, path, layout.fs.size(path))
+            spans = scan.spans
+            warnings.extend(f"{path}: {problem}" for problem in scan.problems)
             if declared is not None and declared != len(spans):
                 warnings.append(f"{path}: dataset_info.json declares {declared} records, the file frames {len(spans)}")
+            missing.extend(_unread(relative, len(spans), declared, scan.gaps))
             for span in spans:
                 refs.append(EpisodeRef(format=self.name, dataset=dataset, uri=uri, key=f"{relative}:{span.index}",
                                        options={**options, "record": [span.offset, span.length]}))
-        if not refs:
+        if not refs and not missing:
             raise DatasetError(uri, "no TFRecord episodes found" + (f" in splits {wanted}" if wanted else ""))
-        return Discovery(format=self.name, dataset=dataset, uri=uri, refs=refs, warnings=warnings)
+        return Discovery(format=self.name, dataset=dataset, uri=uri, refs=refs, missing=missing, warnings=warnings)
 
     def checksum(self, ref: EpisodeRef) -> str:
         layout = load_layout(ref.uri, ref.options.get("storage_options"))
@@ -117,6 +123,20 @@ def _record(layout: RldsLayout, ref: EpisodeRef) -> bytes:
                 raise SourceError(path, f"the file has {len(spans)} records", ref.key, "tfrecord")
             span = spans[int(index)]
         return read_record(handle, span, path, ref.key)
+
+
+def _unread(relative: str, located: int, declared: int | None, gaps: list[tuple[int, int]]) -> list[tuple[str, str]]:
+    """Missing entries for records the file's framing hides: the declared count says how many; without
+    one, each skipped byte range counts as (at least) one record."""
+    where = ", ".join(f"bytes {a}..{b - 1}" for a, b in gaps)
+    if declared is not None and declared > located:
+        reason = (f"dataset_info.json declares {declared} records, {located} could be located"
+                  + (f" (unreadable framing at {where})" if where else " (the file ends early)"))
+        return [(f"{relative}:unread-{k}", reason) for k in range(declared - located)]
+    if declared is None:
+        return [(f"{relative}:gap-{a}", f"bytes {a}..{b - 1} hold no locatable record (bad framing): an unknown "
+                 "number of records is lost there") for a, b in gaps]
+    return []
 
 
 def _rate(layout: RldsLayout, options: dict) -> tuple[Fraction, bool]:

@@ -97,6 +97,12 @@ class _Decoder:
 
     def tensor(self, key: str) -> np.ndarray:
         """A per-step tensor as [num_steps, ...] (or a per-episode tensor in its declared shape)."""
+        try:
+            return self._tensor(key)
+        except (ValueError, zlib.error, OverflowError) as exc:  # bytes that do not fit the declared dtype/shape
+            raise SourceError(self.path, f"undecodable values: {exc}", self.episode, key) from exc
+
+    def _tensor(self, key: str) -> np.ndarray:
         spec = self.specs[key]
         raw = self._raw(key)
         kind = self.features[key].WhichOneof("kind")

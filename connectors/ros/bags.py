@@ -134,7 +134,8 @@ class McapBag(Bag):
 
 
 class _McapErrors:
-    """MCAP readers raise many exception types for cut or corrupt files; all become ``SourceError``."""
+    """MCAP readers raise many exception types for cut or corrupt files; all become ``SourceError``
+    (interrupts and other ``BaseException``s pass through)."""
 
     def __init__(self, path: str, action: str, episode: str) -> None:
         self.path, self.action, self.episode = path, action, episode
@@ -145,10 +146,9 @@ class _McapErrors:
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None or isinstance(exc, (SourceError, GeneratorExit)):
             return False
-        from mcap.exceptions import McapError
-
-        if isinstance(exc, (McapError, EOFError, OSError, ValueError, KeyError, AssertionError, UnicodeDecodeError,
-                            json.JSONDecodeError)) or type(exc).__module__.startswith(("mcap", "mcap_ros2")):
+        # The reader surfaces errors of its own, of struct, and of its compression backends (lz4, zstandard):
+        # whatever a cut or corrupt file raises while being read is that file's fault.
+        if isinstance(exc, Exception):
             raise SourceError(self.path, f"unreadable MCAP while {self.action} (truncated or corrupt?): "
                               f"{type(exc).__name__}: {exc}", self.episode, "mcap") from exc
         return False

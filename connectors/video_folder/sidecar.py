@@ -43,9 +43,12 @@ def load_sidecar(fs: fsspec.AbstractFileSystem, path: str) -> Sidecar:
     data = read_bounded(fs, path, MAX_SIDECAR_BYTES)
     try:
         table = pq.read_table(io.BytesIO(data)) if suffix == "parquet" else pacsv.read_csv(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, ValueError, OSError) as exc:  # ValueError: also bytes that are not UTF-8 text
         raise SourceError(path, f"unreadable {suffix} sidecar: {exc}") from exc
-    return _from_table(path, table)
+    try:
+        return _from_table(path, table)
+    except (pa.ArrowException, ValueError) as exc:  # column names or values that are not text / numbers
+        raise SourceError(path, f"unreadable {suffix} sidecar: {exc}") from exc
 
 
 def _from_json(path: str, doc: Any) -> Sidecar:

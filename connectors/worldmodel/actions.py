@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.base import SourceError
-from connectors.fsutil import read_bounded
+from connectors.fsutil import parse_json, read_bounded
 from schemas import fixed_list_to_numpy
 from schemas.episode import NUMERIC_DTYPES
 
@@ -33,7 +33,7 @@ def read_actions(fs: fsspec.AbstractFileSystem, path: str, episode: str) -> Acti
         if lower.endswith(".npy"):
             actions = Actions(np.load(io.BytesIO(data), allow_pickle=False), [], {})
         elif lower.endswith(".json"):
-            actions = _from_json(json.loads(data))
+            actions = _from_json(parse_json(data, path, where="actions"))
         elif lower.endswith(".parquet"):
             actions = _from_parquet(pq.read_table(io.BytesIO(data)))
         else:
@@ -76,5 +76,5 @@ def _from_parquet(table: pa.Table) -> Actions:
     names = []
     metadata = table.schema.metadata or {}
     if b"action_names" in metadata:
-        names = json.loads(metadata[b"action_names"])
+        names = parse_json(metadata[b"action_names"], "action_names", where="parquet metadata")
     return Actions(fixed_list_to_numpy(table.column(column)), names, {})

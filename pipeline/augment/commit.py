@@ -8,9 +8,9 @@ retried (``commit_with_retry``), so nothing another writer added is lost.
 
 from __future__ import annotations
 
-from pipeline.derive import Changes, append_manifest, classify, live_content_keys
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest, commit_with_retry, read_manifest
+from pipeline.store.derive import Changes, append_manifest, classify, live_content_keys
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import VersionManifest, commit_with_retry, read_manifest
 from schemas import EpisodeMeta
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.augment.paths import read_json_file, write_atomic, write_json
 from pipeline.augment.request import CameraRequest, GenerationRequest, PlanOptions, RequestError, RequestPlan
-from pipeline.store import EpisodeStore
+from pipeline.store.episodes import EpisodeStore
 from pipeline.video import EncodeConfig, PyAVDecoder, encode_frames
 from schemas import EpisodeMeta, StepArrays, rate_to_str
 

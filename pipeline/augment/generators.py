@@ -20,19 +20,11 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from pipeline.augment.protocol import GenerationError, Generator, generator_identity
 
-class GenerationError(Exception):
-    def __init__(self, reason: str, retryable: bool = True, gate: str = "generator") -> None:
-        self.reason, self.retryable, self.gate = reason, retryable, gate
-        super().__init__(reason)
-
-
-@runtime_checkable
-class Generator(Protocol):
-    def __call__(self, request: dict, request_dir: str, out_dir: str) -> dict:
-        ...
+__all__ = ["CallPolicy", "CallableGenerator", "GenerationError", "Generator", "generator_identity", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -92,11 +84,3 @@ def load_generator(spec: str | Any, options: dict | None = None) -> Generator | 
             raise ValueError(f"{spec} is a function: generator options need a class")
         return CallableGenerator(target, spec[len("python:"):])
     raise ValueError(f"unknown generator {spec!r}: use reference, python:module:name, http(s)://... or none")
-
-
-def generator_identity(generator: Generator | None, spec: Any = "") -> dict:
-    if generator is None:
-        return {"kind": "none"}
-    if hasattr(generator, "identity"):
-        return dict(generator.identity())
-    return {"kind": "object", "spec": str(spec)}

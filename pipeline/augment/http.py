@@ -19,15 +19,18 @@ import base64
 import json
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.augment.generators import GenerationError, Generator, generator_identity
-from pipeline.augment.paths import UnsafePath, inside_dir
+from pipeline.augment.paths import UnsafePath, inside_dir, parse_json_bounded, write_atomic
+from pipeline.augment.protocol import GenerationError, Generator, generator_identity
 
 MAX_BODY_BYTES = 2 * 1024**3
+MAX_FILES = 256  # files in one message: a result names a video per camera and an actions file
+_READ_CHUNK = 1 << 20
 
 
 def request_files(request: dict) -> list[str]:
@@ -51,24 +54,32 @@ def pack_files(folder: str | Path, names: list[str]) -> dict[str, str]:
     return {name: base64.b64encode(inside_dir(folder, name).read_bytes()).decode("ascii") for name in names}
 
 
-def unpack_files(folder: str | Path, files: dict) -> None:
+def unpack_files(folder: str | Path, files: dict, max_files: int = MAX_FILES) -> None:
+    """Write the files of a message, each under a temp name then renamed (never half-written), all
+    names checked first (a refused name writes nothing)."""
     if not isinstance(files, dict):
         raise ValueError("'files' must map relative paths to base64 data")
+    if len(files) > max_files:
+        raise ValueError(f"{len(files)} files, over the limit of {max_files}")
+    targets = []
     for name, data in files.items():
-        path = inside_dir(folder, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data, validate=True))
+        if not isinstance(data, str):
+            raise ValueError(f"file {name!r}: data must be a base64 string, got {type(data).__name__}")
+        targets.append((inside_dir(folder, name), data))
+    for path, data in targets:
+        write_atomic(path, base64.b64decode(data, validate=True))
 
 
 class HttpGenerator:
     """Calls a remote generator; one attempt per call (the job retries)."""
 
     def __init__(self, url: str, timeout_s: float = 600.0, max_response_bytes: int = MAX_BODY_BYTES,
-                 headers: dict | None = None) -> None:
+                 headers: dict | None = None, max_files: int = MAX_FILES) -> None:
         self.url = url
-        self.timeout_s = float(timeout_s)
+        self.timeout_s = float(timeout_s)  # for the whole call: connecting, waiting and reading the reply
         self.max_response_bytes = int(max_response_bytes)
         self.headers = dict(headers or {})
+        self.max_files = int(max_files)
 
     def identity(self) -> dict:
         return {"kind": "http", "url": self.url}
@@ -77,9 +88,10 @@ class HttpGenerator:
         body = json.dumps({**request, "files": pack_files(request_dir, request_files(request))}).encode()
         call = urllib.request.Request(self.url, data=body, method="POST",
                                       headers={"Content-Type": "application/json", **self.headers})
+        deadline = time.monotonic() + self.timeout_s
         try:
             with urllib.request.urlopen(call, timeout=self.timeout_s) as response:
-                data = response.read(self.max_response_bytes + 1)
+                data = self._read_before(response, deadline)
         except urllib.error.HTTPError as exc:
             detail = exc.read(2000).decode("utf-8", "replace")
             raise GenerationError(f"HTTP {exc.code} from {self.url}: {detail}",
@@ -96,12 +108,34 @@ class HttpGenerator:
         if len(data) > self.max_response_bytes:
             raise GenerationError(f"response over {self.max_response_bytes} bytes", retryable=False)
         try:
-            result = json.loads(data)
+            result = parse_json_bounded(data)
+            if not isinstance(result, dict):
+                raise ValueError(f"the reply is a JSON {type(result).__name__}, not an object")
             files = result.pop("files", {})
-            unpack_files(out_dir, files)
-        except (json.JSONDecodeError, ValueError, UnsafePath, AttributeError) as exc:
+            unpack_files(out_dir, files, self.max_files)
+        except (ValueError, UnsafePath, TypeError, OSError) as exc:
             raise GenerationError(f"malformed response from {self.url}: {exc}", gate="corrupt") from exc
         return result
+
+    def _read_before(self, response, deadline: float) -> bytes:
+        """The body, at most ``max_response_bytes + 1`` bytes, read before ``deadline``: the per-attempt
+        timeout bounds each socket wait, this bounds the whole reply (a server dripping bytes)."""
+        chunks, size = [], 0
+        while size <= self.max_response_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline passed while reading the reply")
+            if response.fp is not None and getattr(response.fp, "raw", None) is not None:
+                sock = getattr(response.fp.raw, "_sock", None)
+                if sock is not None:
+                    sock.settimeout(left)
+            # read1: one receive at most, so a server dripping bytes cannot hold one call past the deadline
+            chunk = response.read1(min(_READ_CHUNK, self.max_response_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
 
 class GeneratorServer:
@@ -147,9 +181,9 @@ def _handler(generator: Generator, max_body: int):
                 self._reply(413 if length > max_body else 411, {"error": f"body of {length} bytes"})
                 return
             try:
-                request = json.loads(self.rfile.read(length))
+                request = parse_json_bounded(self.rfile.read(length))
                 files = request.pop("files", {})
-            except (json.JSONDecodeError, AttributeError) as exc:
+            except (ValueError, AttributeError) as exc:
                 self._reply(400, {"error": f"invalid JSON: {exc}"})
                 return
             with tempfile.TemporaryDirectory(prefix="actionreel-gen-") as tmp:

@@ -21,7 +21,31 @@ def inside_dir(base: str | Path, relative: str) -> Path:
     normal = posixpath.normpath(relative)
     if normal in (".", "..") or normal.startswith("../"):
         raise UnsafePath(f"refusing path {relative!r}: escapes {base}")
-    return Path(base) / normal
+    path = Path(base) / normal
+    real_base, real = os.path.realpath(base), os.path.realpath(path)
+    if real != real_base and not real.startswith(real_base.rstrip("/") + "/"):
+        raise UnsafePath(f"refusing path {relative!r}: it resolves to {real}, outside {base} (a symlink)")
+    return path
+
+
+MAX_JSON_DEPTH = 64
+
+
+def parse_json_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH):
+    """JSON from an untrusted peer or file, nested at most ``max_depth`` levels (``ValueError`` otherwise)."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels") from None
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -41,4 +65,4 @@ def read_json_file(path: str | Path, max_bytes: int = 16 * 1024 * 1024) -> dict:
     path = Path(path)
     if path.stat().st_size > max_bytes:
         raise ValueError(f"{path}: over the {max_bytes}-byte limit")
-    return json.loads(path.read_bytes())
+    return parse_json_bounded(path.read_bytes())

@@ -21,8 +21,8 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.augment.generators import GenerationError
 from pipeline.augment.paths import inside_dir
+from pipeline.augment.protocol import GenerationError
 from pipeline.augment.request import GenerationRequest, GenerationResult
 from pipeline.video import EncodeConfig, encode_frames
 

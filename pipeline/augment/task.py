@@ -32,7 +32,7 @@ from pipeline.augment.paths import read_json_file, write_json
 from pipeline.augment.quality import QualityConfig, check_result
 from pipeline.augment.request import RESULT_FORMAT, GenerationRequest, GenerationResult, RequestError, RequestPlan
 from pipeline.ingest import IngestConfig, ingest_episode
-from pipeline.store import EpisodeStore
+from pipeline.store.episodes import EpisodeStore
 from schemas import EpisodeMeta, make_episode_id, row_to_meta
 
 

@@ -6,10 +6,13 @@ renamed into place at the end, so a failed export leaves nothing at the output p
 exports write ``meta/info.json`` last.
 
 Episodes are ordered by (split, dataset, source key in natural order) and numbered from 0. Each
-step's ``timestamp`` is exactly ``frame_index / fps`` (LeRobot checks the spacing within 1e-4 s);
-an episode whose stored clock is not on that grid, or whose camera frames are not one per step at
-the control rate, is refused with the episode and field named rather than silently resampled.
-States and actions keep their dtype and values bit for bit. Videos: v2.1 needs one file per
+step's ``timestamp`` is the stored source clock, written back in the source's dtype (bit for bit:
+GR00T's demo starts at 0.05 s) when it is spaced 1/fps within 1e-4 s as LeRobot checks, else
+``frame_index / fps``; either way LeRobot's pairing rule (nearest frame to the timestamp, 1e-4 s)
+applied to the written timestamps must give the stored step -> frame pairing, or the episode is
+refused with the episode and field named rather than silently re-paired. Every other column keeps
+its source name and dtype (``task_index``, ``index``, ``next.reward``, ``annotation.*``...), states
+and actions their values bit for bit, and ``features`` lists each column as written. Videos: v2.1 needs one file per
 episode (copied when the stored object is exactly the episode, else cut: remuxed when GOP-aligned,
 re-encoded otherwise); v3.0 copies each stored object whole when the exported episodes cover all
 its frames (a v3.0 source round-trips byte for byte) and cuts per episode otherwise. GR00T's
@@ -34,7 +37,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.catalog import CatalogQuery, read_catalog_table
 from pipeline.export.lerobot_meta import (
     NUMERIC_FEATURES,
     feature_stats,
@@ -44,12 +46,25 @@ from pipeline.export.lerobot_meta import (
     video_feature,
 )
 from pipeline.export.video import ExportError, cut_episode, read_object
-from pipeline.objects import is_local
+from pipeline.progress import JobProgress
 from pipeline.stats import FeatureStats
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest
+from pipeline.store.catalog import CatalogQuery, read_catalog_table
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.objects import is_local
+from pipeline.store.versions import VersionManifest
 from pipeline.video import EncodeConfig
-from schemas import EpisodeMeta, StepArrays, index_to_ns, period_ns, table_to_metas
+from schemas import (
+    EXTRA_PREFIX,
+    PAIRING_TOLERANCE_NS,
+    EpisodeMeta,
+    StepArrays,
+    align_nearest,
+    index_to_ns,
+    ns_to_seconds,
+    period_ns,
+    seconds_to_ns,
+    table_to_metas,
+)
 
 LAYOUTS = ("v2.1", "v3.0")
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
@@ -92,6 +107,17 @@ class _Camera:
     width: int
     codec: str
     pix_fmt: str
+
+
+@dataclass
+class _Columns:
+    """The columns every exported episode gets and their dtypes: the same set in every file (LeRobot
+    loads all parquet files as one table) and the source's dtypes where the catalog recorded them."""
+
+    reward: bool
+    done: bool
+    extras: list[str]
+    dtypes: dict[str, str]
 
 
 @dataclass
@@ -141,19 +167,70 @@ def _cameras(metas: list[EpisodeMeta]) -> list[_Camera]:
     return cameras
 
 
-def _check_steps(meta: EpisodeMeta, steps: StepArrays) -> None:
-    n = steps.num_steps
-    grid = index_to_ns(np.arange(n), meta.control_fps)
-    drift = np.abs(steps.timestamp_ns - steps.timestamp_ns[0] - grid) if n else np.zeros(0)
-    if n and int(drift.max()) > period_ns(meta.control_fps) // 4:
+_DEFAULT_DTYPES = {"timestamp": "float32", "next.reward": "float32", "frame_index": "int64",
+                   "episode_index": "int64", "index": "int64", "task_index": "int64"}
+EXACT_TIMESTAMP = "timestamp"  # step extra holding source seconds that integer ns cannot carry bit for bit
+
+
+def _plan_columns(store: EpisodeStore, metas: list[EpisodeMeta], report: ExportReport) -> _Columns:
+    """Reward/done columns when any episode has them (or its source had them), extras every episode has."""
+    reward = done = False
+    seen: dict[str, int] = {}
+    for meta in metas:
+        table = store.read_steps_table(meta, columns=["reward", "is_terminal"])
+        reward = reward or table.column("reward").null_count < table.num_rows or (
+            "lerobot.dtype.next.reward" in meta.extras)
+        done = done or bool(np.any(table.column("is_terminal").to_numpy(zero_copy_only=False))) or (
+            "lerobot.dtype.next.done" in meta.extras)
+        for name in pq.read_schema(store.objects.abspath(meta.steps_path), filesystem=store.fs).names:
+            if name.startswith(EXTRA_PREFIX):
+                seen[name[len(EXTRA_PREFIX):]] = seen.get(name[len(EXTRA_PREFIX):], 0) + 1
+    extras = sorted(name for name, count in seen.items() if count == len(metas) and name != EXACT_TIMESTAMP
+                    and name not in _DEFAULT_DTYPES and name not in ("observation.state", "action"))
+    partial = sorted(name for name, count in seen.items() if count < len(metas) and name != EXACT_TIMESTAMP)
+    if partial:
+        report.warnings.append(f"step extras {partial} are in only some exported episodes: not exported "
+                               "(every LeRobot data file must have the same columns)")
+    first = metas[0].extras
+    dtypes = {name: first.get(f"lerobot.dtype.{name}", default) for name, default in _DEFAULT_DTYPES.items()}
+    return _Columns(reward=reward, done=done, extras=extras, dtypes=dtypes)
+
+
+def _timestamps(meta: EpisodeMeta, steps: StepArrays, dtype: str) -> np.ndarray:
+    """The ``timestamp`` column: the stored source clock in the source dtype, or frame_index / fps when
+    the source clock fails LeRobot's spacing check (1/fps within 1e-4 s) but stays within a quarter period."""
+    n, fps = steps.num_steps, meta.control_fps
+    exact = steps.extras.get(EXACT_TIMESTAMP)
+    written = (np.asarray(exact) if exact is not None else ns_to_seconds(steps.timestamp_ns)).astype(dtype)
+    spacing = np.abs(np.diff(written.astype(np.float64)) - fps.denominator / fps.numerator)
+    if n < 2 or spacing.max() <= PAIRING_TOLERANCE_NS / 1e9:
+        return written
+    grid = index_to_ns(np.arange(n), fps)
+    drift = np.abs(steps.timestamp_ns - steps.timestamp_ns[0] - grid)
+    if int(drift.max()) > period_ns(fps) // 4:
         worst = int(drift.argmax())
         raise ExportError(meta.episode_id, "timestamp_ns", f"step {worst} is {int(drift[worst])} ns off the "
-                          f"{meta.control_fps} fps grid: LeRobot needs timestamps spaced 1/fps; resample first")
+                          f"{fps} fps grid: LeRobot needs timestamps spaced 1/fps; resample first")
+    return (np.arange(n, dtype=np.int64) * fps.denominator / fps.numerator).astype(dtype)
+
+
+def _check_pairing(meta: EpisodeMeta, steps: StepArrays, written: np.ndarray, report: ExportReport) -> None:
+    """LeRobot's reader pairs step i with the frame nearest ``timestamp[i]`` (1e-4 s): that must be the
+    stored pairing. Steps without a frame stay without one (LeRobot's reader refuses to load them)."""
+    query = seconds_to_ns(written.astype(np.float64))
     for cam in meta.cameras:
         frames = steps.frame_index.get(cam.name)
-        if frames is None or not np.array_equal(frames, np.arange(n)):
-            raise ExportError(meta.episode_id, f"frame.{cam.name}", "frames are not one per step (frame i at step "
-                              "i): LeRobot cannot express this alignment")
+        expected = align_nearest(query, index_to_ns(np.arange(cam.num_frames), cam.fps), PAIRING_TOLERANCE_NS)
+        if frames is None or not np.array_equal(frames, expected):
+            step = 0 if frames is None else int(np.flatnonzero(frames != expected)[0])
+            raise ExportError(meta.episode_id, f"frame.{cam.name}", f"step {step} is paired with frame "
+                              f"{None if frames is None else int(frames[step])} but LeRobot's reader would pair "
+                              f"it with frame {int(expected[step])} from its timestamp: LeRobot cannot express "
+                              "this alignment")
+        unpaired = int((frames < 0).sum())
+        if unpaired:
+            report.warnings.append(f"episode {meta.episode_id}: {unpaired} step(s) have no {cam.name} frame within "
+                                   "1e-4 s of their timestamp (as in the source): LeRobot's reader raises on them")
 
 
 def check_output(store: EpisodeStore, fs: fsspec.AbstractFileSystem, root: str, metas: list[EpisodeMeta]) -> None:
@@ -220,17 +297,22 @@ class _Out:
 
 
 def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, config: ExportConfig = ExportConfig(),
-                   query: CatalogQuery | None = None, storage_options: dict | None = None) -> ExportReport:
-    """Write the version's episodes (those matching ``query``) as a LeRobot dataset at ``out``."""
+                   query: CatalogQuery | None = None, storage_options: dict | None = None,
+                   progress: JobProgress | None = None) -> ExportReport:
+    """Write the version's episodes (those matching ``query``) as a LeRobot dataset at ``out``.
+
+    ``progress`` counts episodes as their videos are written (a share of an episode per camera)."""
     metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=_order)
     if not metas:
         raise ExportError("", "selection", "no episode to export")
+    progress = progress or JobProgress("export", 0, enabled=False)
+    progress.start(len(metas))
     cameras = _cameras(metas)
     sink = _Out(out, storage_options)
     check_output(store, sink.fs, sink.target, metas)
     report = ExportReport(out, config.layout)
     try:
-        _write(store, metas, cameras, sink, config, report)
+        _write(store, metas, cameras, sink, config, report, progress)
         sink.commit()
     except BaseException:
         sink.abort()
@@ -239,25 +321,30 @@ def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, con
 
 
 def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera], sink: _Out, config: ExportConfig,
-           report: ExportReport) -> None:
+           report: ExportReport, progress: JobProgress) -> None:
     tasks: dict[str, int] = {}
     episodes = [_Episode(i, m, m.num_steps, []) for i, m in enumerate(metas)]
-    extras: dict[str, tuple[str, int | None]] = {}
+    plan = _plan_columns(store, metas, report)
     rows = _DataWriter(sink, config)
+    schema: pa.Schema | None = None
     for episode in episodes:
         steps = store.read_steps(episode.meta).filled()
-        _check_steps(episode.meta, steps)
-        table = _episode_rows(episode, steps, tasks, extras, report, rows.next_index)
-        rows.add(episode, table)
+        table = _episode_rows(episode, steps, tasks, plan, report, rows.next_index)
+        schema = schema or table.schema
+        rows.add(episode, table.cast(schema))
     rows.close()
-    _write_videos(store, episodes, cameras, sink, config, report)
+    if not cameras:
+        progress.advance(len(episodes))
+    _write_videos(store, episodes, cameras, sink, config, report, progress)
     first = metas[0]
-    features = _features(first, cameras, extras, config.layout)
+    features = _features(first, cameras, schema)
     task_list = sorted(tasks, key=tasks.get)
     info = _info(first, episodes, features, len(task_list), len(cameras), config)
     _write_meta(sink, episodes, task_list, info, config)
+    source_modality = json.loads(first.extras["lerobot.modality"]) if "lerobot.modality" in first.extras else None
     sink.json("meta/modality.json", modality_json(first.state_names, first.action_names,
-                                                  {c.name: c.key for c in cameras}, config.modality))
+                                                  {c.name: c.key for c in cameras}, config.modality, source_modality,
+                                                  [c for c in schema.names if c.startswith("annotation.")]))
     report.episodes, report.steps, report.tasks = len(episodes), sum(e.length for e in episodes), len(task_list)
     sink.json("meta/info.json", info)  # last: a reader sees a complete dataset or none
 
@@ -301,7 +388,7 @@ def _fixed(values: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def _episode_rows(episode: _Episode, steps: StepArrays, tasks: dict[str, int], extras: dict,
+def _episode_rows(episode: _Episode, steps: StepArrays, tasks: dict[str, int], plan: _Columns,
                   report: ExportReport, first_index: int) -> pa.Table:
     meta, n = episode.meta, steps.num_steps
     local = steps.task_index.copy()
@@ -318,29 +405,30 @@ def _episode_rows(episode: _Episode, steps: StepArrays, tasks: dict[str, int], e
     if not (steps.state_valid.all() and steps.action_valid.all()):
         report.warnings.append(f"episode {meta.episode_id}: LeRobot has no validity masks; masked state/action "
                                "rows are exported as stored")
-    fps = meta.control_fps
+    dtypes = plan.dtypes
+    timestamps = _timestamps(meta, steps, dtypes["timestamp"])
+    _check_pairing(meta, steps, timestamps, report)
     frame = np.arange(n, dtype=np.int64)
     columns = {
         "observation.state": _fixed(steps.state),
         "action": _fixed(steps.action),
-        "timestamp": pa.array((frame * fps.denominator / fps.numerator).astype(np.float32)),
-        "frame_index": pa.array(frame),
-        "episode_index": pa.array(np.full(n, episode.index, np.int64)),
-        "index": pa.array(frame + first_index),
-        "task_index": pa.array(to_global[local]),
+        "timestamp": pa.array(timestamps),
+        "frame_index": pa.array(frame.astype(dtypes["frame_index"])),
+        "episode_index": pa.array(np.full(n, episode.index, dtypes["episode_index"])),
+        "index": pa.array((frame + first_index).astype(dtypes["index"])),
+        "task_index": pa.array(to_global[local].astype(dtypes["task_index"])),
     }
-    if not np.isnan(steps.reward).all():
-        columns["next.reward"] = pa.array(steps.reward.astype(np.float32))
-    if steps.is_terminal.any():
+    if plan.reward:
+        columns["next.reward"] = pa.array(steps.reward.astype(dtypes["next.reward"]), from_pandas=True)
+    if plan.done:
         columns["next.done"] = pa.array(steps.is_terminal)
-    for name, values in sorted(steps.extras.items()):
-        if name in columns or name in NUMERIC_FEATURES:
-            continue
-        values = np.asarray(values)
+    for name in plan.extras:
+        values = np.asarray(steps.extras[name])
         if name.startswith("annotation.") and values.ndim == 1 and values.dtype.kind in "iu":
+            # Task indices into the episode's list -> into tasks.jsonl, in the column's own dtype.
             values = np.where(values >= 0, to_global[np.clip(values, 0, len(to_global) - 1)], -1)
+            values = values.astype(meta.extras.get(f"lerobot.dtype.{name}", "int64"))
         columns[name] = _fixed(values.reshape(n, -1)) if values.ndim > 1 else pa.array(values)
-        extras.setdefault(name, (str(values.dtype), int(np.prod(values.shape[1:])) if values.ndim > 1 else None))
     episode.stats = {"observation.state": feature_stats(steps.state), "action": feature_stats(steps.action)}
     for name in NUMERIC_FEATURES:
         episode.stats[name] = feature_stats(columns[name].to_numpy())
@@ -358,8 +446,9 @@ def _video_files(episodes: list[_Episode], cameras: list[_Camera]) -> Iterator[t
 
 
 def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_Camera], sink: _Out,
-                  config: ExportConfig, report: ExportReport) -> None:
+                  config: ExportConfig, report: ExportReport, progress: JobProgress) -> None:
     files = {c.name: 0 for c in cameras}
+    written: dict[str, set[str]] = {}
 
     def place(camera: _Camera, data: bytes, method: str) -> tuple[int, int]:
         number = files[camera.name]
@@ -369,48 +458,62 @@ def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_
         report.videos[method] = report.videos.get(method, 0) + 1
         return chunk, number
 
+    done = (0.0, 0)  # the previous file's share of episodes and its frames, counted once it is written
     for camera, group in _video_files(episodes, cameras):
+        progress.advance(*done)
         cams = [e.meta.camera(camera.name) for e in group]
+        done = (len(group) / len(cameras), sum(c.num_frames for c in cams))
         fps = float(cams[0].fps)
         if config.layout == "v2.1":
             for episode, cam in zip(group, cams, strict=True):
-                data, method = cut_episode(store, cam, episode.length, episode.meta.episode_id, config.encode,
-                                           config.remux)
+                data, method, codec = cut_episode(store, cam, cam.num_frames, episode.meta.episode_id,
+                                                  config.encode, config.remux)
+                written.setdefault(camera.name, set()).add(codec)
                 chunk = episode.index // config.chunks_size
                 sink.put(f"videos/chunk-{chunk:03d}/{camera.key}/episode_{episode.index:06d}.mp4", data)
                 report.videos[method] = report.videos.get(method, 0) + 1
             continue
         total = store.video_input(cams[0]).probe.num_frames
-        spans = sorted((c.frame_start, e.length) for e, c in zip(group, cams, strict=True))
+        spans = sorted((c.frame_start, c.num_frames) for c in cams)
         covered = [s for s, _ in spans] == list(np.cumsum([0] + [n for _, n in spans])[:-1]) and (
             spans[-1][0] + spans[-1][1] == total) and all(c.channel_order == "rgb" for c in cams)
         if covered:
             chunk, number = place(camera, read_object(store, cams[0]), "copy")
+            written.setdefault(camera.name, set()).add(store.video_input(cams[0]).probe.codec)
             for episode, cam in zip(group, cams, strict=True):
                 episode.videos[camera.key] = (chunk, number, cam.frame_start / fps,
-                                              (cam.frame_start + episode.length) / fps)
+                                              (cam.frame_start + cam.num_frames) / fps)
             continue
         for episode, cam in zip(group, cams, strict=True):
-            data, method = cut_episode(store, cam, episode.length, episode.meta.episode_id, config.encode,
-                                       config.remux)
+            data, method, codec = cut_episode(store, cam, cam.num_frames, episode.meta.episode_id, config.encode,
+                                              config.remux)
+            written.setdefault(camera.name, set()).add(codec)
             chunk, number = place(camera, data, method)
-            episode.videos[camera.key] = (chunk, number, 0.0, episode.length / fps)
+            episode.videos[camera.key] = (chunk, number, 0.0, cam.num_frames / fps)
+    progress.advance(*done)
+    for camera in cameras:  # info.json names the codec of the files actually written
+        codecs = sorted(written.get(camera.name, ()))
+        if len(codecs) > 1:
+            report.warnings.append(f"camera {camera.name}: files written in several codecs {codecs} (some copied, "
+                                   f"some re-encoded); info.json names {codecs[0]}")
+        camera.codec = codecs[0] if codecs else camera.codec
 
 
 def _fps_value(fps: Fraction) -> int | float:
     return fps.numerator if fps.denominator == 1 else float(fps)
 
 
-def _features(meta: EpisodeMeta, cameras: list[_Camera], extras: dict, layout: str) -> dict:
-    features = {c.key: video_feature(c.height, c.width, c.codec, c.pix_fmt, float(meta.control_fps), layout)
-                for c in cameras}
-    features["observation.state"] = numeric_feature(meta.state_dtype, len(meta.state_names), meta.state_names)
-    features["action"] = numeric_feature(meta.action_dtype, len(meta.action_names), meta.action_names)
-    features["timestamp"] = numeric_feature("float32", None)
-    for name in NUMERIC_FEATURES[1:]:
-        features[name] = numeric_feature("int64", None)
-    for name, (dtype, width) in sorted(extras.items()):
-        features[name] = numeric_feature(dtype, width)
+def _features(meta: EpisodeMeta, cameras: list[_Camera], schema: pa.Schema) -> dict:
+    """Every column of the data files, in the dtype written, then the cameras (LeRobot's feature order)."""
+    features = {}
+    for column in schema:
+        value_type, width = column.type, None
+        if pa.types.is_fixed_size_list(column.type):
+            value_type, width = column.type.value_type, column.type.list_size
+        names = {"observation.state": meta.state_names, "action": meta.action_names}.get(column.name)
+        features[column.name] = numeric_feature(np.dtype(value_type.to_pandas_dtype()).name, width, names)
+    for c in cameras:
+        features[c.key] = video_feature(c.height, c.width, c.codec, c.pix_fmt, float(meta.control_fps))
     return features
 
 
@@ -445,7 +548,7 @@ def _merged(episodes: list[_Episode]) -> dict:
                 total[name].merge(stats)
             else:
                 total[name] = FeatureStats.from_json(stats.to_json())
-    return {name: stats_entry(stats, quantiles=True) for name, stats in total.items()}
+    return {name: stats_entry(stats, quantiles=True, count=False) for name, stats in total.items()}
 
 
 def _write_meta(sink: _Out, episodes: list[_Episode], tasks: list[str], info: dict, config: ExportConfig) -> None:

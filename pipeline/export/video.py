@@ -3,9 +3,11 @@
 A cut is a remux (packets copied, timestamps shifted to start at zero, no re-encode) when the
 episode's frames are whole GOPs of the stored stream: its first frame is a keyframe, the frame
 after its last is a keyframe or the end, and its packets are contiguous in decode order. LeRobot's
-own writer starts every episode on a keyframe, so its multi-episode files cut losslessly. Otherwise
-the frames are decoded and re-encoded (H.264, explicit GOP and quality). Either way the result is
-probed and must hold exactly the episode's frame count.
+own writer starts every episode on a keyframe, so its multi-episode files cut losslessly. The output
+stream copies the source's codec parameters (``opaque``): it never opens an encoder, so codecs that
+PyAV decodes under another name (AV1 via ``libdav1d``, LeRobot's default codec) remux too. Otherwise,
+or when the muxer refuses the stream, the frames are decoded and re-encoded (H.264, explicit GOP and
+quality). Either way the result is probed and must hold exactly the episode's frame count.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fractions import Fraction
 
 import av
 
-from pipeline.store import EpisodeStore
+from pipeline.store.episodes import EpisodeStore
 from pipeline.video import EncodeConfig, PyAVDecoder, VideoInput, encode_frames, probe_video
 from schemas import CameraInfo
 
@@ -50,7 +52,7 @@ def remux_range(video: VideoInput, first: int, count: int) -> bytes | None:
         offset = packets[order[first]].pts
         buffer = io.BytesIO()
         with av.open(buffer, mode="w", format="mp4") as sink:
-            out = sink.add_stream_from_template(stream)
+            out = sink.add_stream_from_template(stream, opaque=True)  # parameters copied, no encoder
             for index in chosen:
                 packet = packets[index]
                 packet.pts -= offset
@@ -71,9 +73,18 @@ def reencode_range(video: VideoInput, first: int, count: int, fps: Fraction, con
     return data
 
 
+def _try_remux(video: VideoInput, first: int, count: int) -> bytes | None:
+    """``remux_range``, or None when the container refuses the copied stream (then the caller re-encodes)."""
+    try:
+        return remux_range(video, first, count)
+    except (av.FFmpegError, ValueError):
+        return None
+
+
 def cut_episode(store: EpisodeStore, cam: CameraInfo, count: int, episode: str, config: EncodeConfig,
-                allow_remux: bool = True) -> tuple[bytes, str]:
-    """An MP4 holding exactly this episode's ``count`` frames of ``cam``: (bytes, "copy"|"remux"|"reencode").
+                allow_remux: bool = True) -> tuple[bytes, str, str]:
+    """An MP4 holding exactly this episode's ``count`` frames of ``cam``: (bytes, "copy"|"remux"|"reencode",
+    codec of the file written).
 
     A camera stored channel-swapped (``channel_order`` "bgr") is always re-encoded: other readers would
     show its bytes with red and blue exchanged.
@@ -84,11 +95,11 @@ def cut_episode(store: EpisodeStore, cam: CameraInfo, count: int, episode: str, 
     elif cam.frame_start == 0 and video.probe.num_frames == count:
         data, method = read_object(store, cam), "copy"
     else:
-        data = remux_range(video, cam.frame_start, count) if allow_remux else None
+        data = _try_remux(video, cam.frame_start, count) if allow_remux else None
         method = "remux"
         if data is None:
             data, method = reencode_range(video, cam.frame_start, count, cam.fps, config), "reencode"
     probe = probe_video(f"{episode}/{cam.name}", lambda: io.BytesIO(data))
     if probe.num_frames != count:
         raise ExportError(episode, f"cameras.{cam.name}", f"{method} gave {probe.num_frames} frames, expected {count}")
-    return data, method
+    return data, method, probe.codec

@@ -2,6 +2,7 @@
 
 from pipeline.loaders.base import UnitDataset, make_loader
 from pipeline.loaders.cache import ShardCache
+from pipeline.loaders.mapstyle import EpisodeAwareSampler, VLAMapDataset
 from pipeline.loaders.mixture import MixtureDataset, by_kind
 from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig
@@ -10,6 +11,6 @@ from pipeline.loaders.source import SampleFilter, ViewSource
 from pipeline.loaders.vla import VLAConfig, VLADataset
 from pipeline.loaders.wam import WAMConfig, WAMDataset
 
-__all__ = ["BatchPlan", "EpochOrder", "MixtureDataset", "Normalizer", "OrderConfig", "ResumableLoader", "ResumeError",
-           "SampleFilter", "ShardCache", "UnitDataset", "VLAConfig", "VLADataset", "ViewSource", "WAMConfig",
-           "WAMDataset", "by_kind", "make_loader"]
+__all__ = ["BatchPlan", "EpisodeAwareSampler", "EpochOrder", "MixtureDataset", "Normalizer", "OrderConfig",
+           "ResumableLoader", "ResumeError", "SampleFilter", "ShardCache", "UnitDataset", "VLAConfig", "VLADataset",
+           "VLAMapDataset", "ViewSource", "WAMConfig", "WAMDataset", "by_kind", "make_loader"]

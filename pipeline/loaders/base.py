@@ -2,6 +2,11 @@
 
 Subclasses say how many units each shard holds (``unit_counts``) and how to build a batch from
 (shard, unit) pairs (``build_batch``). Iteration, splitting and resume are here, once.
+
+Samples skipped for corrupt members (``on_corrupt="skip"``) are counted in ``skip_log``: directly when
+iterating in this process, and from the batches' ``SKIP_KEY`` records when DataLoader workers build them
+(the loaders ``make_loader`` returns move them into the dataset's log; a batch of nothing but skips is
+not yielded, though it still counts as a consumed batch for resume).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.loaders.integrity import SkipLog, take_skips
 from pipeline.loaders.members import shared_uint8
 from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig, worker_batches
 from pipeline.loaders.transport import SLOT_KEY, BufferedLoader
@@ -26,12 +32,12 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def order_config(batch_size: int | None, seed: int, shuffle: bool, shuffle_buffer: int, rank: int | None,
-                 world_size: int | None) -> OrderConfig:
+                 world_size: int | None, drop_last: bool = True) -> OrderConfig:
     """Order settings; rank/world default to torch.distributed's (0/1 when not initialized)."""
     default_rank, default_world = distributed_rank()
     return OrderConfig(batch_size=batch_size or 1, seed=seed, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
                        rank=default_rank if rank is None else rank,
-                       world_size=default_world if world_size is None else world_size)
+                       world_size=default_world if world_size is None else world_size, drop_last=drop_last)
 
 
 class UnitDataset(IterableDataset):
@@ -45,6 +51,12 @@ class UnitDataset(IterableDataset):
         self.start_global = 0
         self.ring = None  # set by pipeline.loaders.transport.BufferedLoader
         self._slot: tuple[int, int] | None = None
+        self.skip_log = SkipLog()  # loader samples left out for corrupt members (pipeline.loaders.integrity)
+
+    @property
+    def skipped(self) -> int:
+        """How many loader samples were skipped for corrupt members (``on_corrupt="skip"``)."""
+        return self.skip_log.skipped
 
     # ------------------------------------------------------------ subclass API
 
@@ -84,7 +96,7 @@ class UnitDataset(IterableDataset):
 
     def plan(self) -> BatchPlan:
         c = self.order_config
-        return BatchPlan(self.total_units(), c.batch_size, c.rank, c.world_size, self.start_global)
+        return BatchPlan(self.total_units(), c.batch_size, c.rank, c.world_size, self.start_global, c.drop_last)
 
     def epoch_order(self, epoch: int | None = None) -> EpochOrder:
         """The order of an epoch (cached: one epoch is consulted for every batch)."""
@@ -103,8 +115,11 @@ class UnitDataset(IterableDataset):
 
     def fingerprint(self) -> str:
         c = self.order_config
-        text = json.dumps({"identity": self.identity(), "seed": c.seed, "batch": c.batch_size, "shuffle": c.shuffle,
-                           "buffer": c.shuffle_buffer}, sort_keys=True, default=str)
+        order = {"identity": self.identity(), "seed": c.seed, "batch": c.batch_size, "shuffle": c.shuffle,
+                 "buffer": c.shuffle_buffer}
+        if not c.drop_last:  # only when set: states saved before the option existed stay valid
+            order["drop_last"] = False
+        text = json.dumps(order, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     # ------------------------------------------------------------ iteration
@@ -120,6 +135,10 @@ class UnitDataset(IterableDataset):
         for j in worker_batches(plan.batches_per_rank, worker, workers):
             self._slot = None
             batch = self.batch_at(plan.positions(j))
+            if info is None:  # counted here; a worker's records travel with its batch to the loader
+                batch = take_skips(batch, self.skip_log)
+                if batch is None:
+                    continue
             if self._slot is not None:
                 batch = _small_tensors_as_numpy(batch)  # pickled by value: cheaper than a segment each
                 batch[SLOT_KEY] = np.asarray(self._slot)
@@ -144,8 +163,25 @@ def make_loader(dataset: UnitDataset, num_workers: int = 2, pin_memory: bool = F
     valid only until the next batch is requested (pipeline.loaders.transport)."""
     if reuse_buffers:
         return BufferedLoader(dataset, num_workers, prefetch_factor or 2, pin_memory)
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False)
+    return SkipCountingLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                              prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False)
+
+
+class SkipCountingLoader(DataLoader):
+    """A DataLoader that moves the skip records workers attach to batches into the dataset's ``skip_log``.
+
+    ``yield_empty`` (for ResumableLoader, which counts consumed batches): batches of nothing but skips are
+    yielded as ``{}`` instead of left out."""
+
+    yield_empty = False
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            kept = take_skips(batch, self.dataset.skip_log)
+            if kept is not None:
+                yield kept
+            elif self.yield_empty:
+                yield {}
 
 
 def concat_batches(parts: list[tuple[np.ndarray, dict]], size: int) -> dict:

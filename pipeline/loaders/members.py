@@ -1,4 +1,8 @@
-"""Decoding sample members: small arrays (cached per sample) and frames (decoded into batch buffers)."""
+"""Decoding sample members: small arrays (cached per sample) and frames (decoded into batch buffers).
+
+A member that cannot be decoded raises ``CorruptMemberError`` naming shard, member and sample key (its
+bytes passed their checksum when the index has one: then the shard was written so).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import simplejpeg
 import torch
 from torch.utils.data import get_worker_info
 
+from pipeline.loaders.integrity import CorruptMemberError
 from pipeline.loaders.normalize import Normalizer
+from pipeline.loaders.segments import SegmentFrames
 from pipeline.loaders.source import ViewSource
 
 
@@ -76,6 +82,7 @@ class SampleReader:
         self.codec = source.manifest.config.frame_codec
         self.cache_size = cache_size
         self._arrays: OrderedDict[int, SampleArrays] = OrderedDict()
+        self._extras: OrderedDict[tuple[int, str], np.ndarray | None] = OrderedDict()
 
     def __getstate__(self) -> dict:
         return {"source": self.source, "codec": self.codec, "cache_size": self.cache_size}
@@ -83,6 +90,24 @@ class SampleReader:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._arrays = OrderedDict()
+        self._extras = OrderedDict()
+        self._segments = None
+
+    _segments: SegmentFrames | None = None  # video-segment views only, made on first use in each process
+
+    def extra(self, sample: int, name: str) -> np.ndarray | None:
+        """A step extra of ``sample`` ([num_steps, ...]) when the view carries it, else None; cached."""
+        key = (sample, name)
+        if key in self._extras:
+            self._extras.move_to_end(key)
+            return self._extras[key]
+        suffix = f"extra.{name}.npy"
+        data = self.source.member(sample, suffix)
+        value = None if data is None else self._decoded(sample, suffix, load_npy, data)
+        self._extras[key] = value
+        while len(self._extras) > self.cache_size:
+            self._extras.popitem(last=False)
+        return value
 
     def arrays(self, sample: int) -> SampleArrays:
         cached = self._arrays.get(sample)
@@ -91,9 +116,12 @@ class SampleReader:
             return cached
 
         def npy(suffix: str) -> np.ndarray:
-            return load_npy(self.source.member(sample, suffix))
+            return self._decoded(sample, suffix, load_npy, self._required(sample, suffix))
 
-        arrays = SampleArrays(json.loads(self.source.member(sample, "meta.json")), npy("state.npy"),
+        info = self._decoded(sample, "meta.json", json.loads, self._required(sample, "meta.json"))
+        if not isinstance(info, dict):
+            raise self.source.corrupt(sample, "meta.json", "not a JSON object")
+        arrays = SampleArrays(info, npy("state.npy"),
                               npy("state_valid.npy"), npy("action.npy"), npy("action_valid.npy"),
                               npy("timestamp.npy"), npy("task_index.npy"))
         self._arrays[sample] = arrays
@@ -101,8 +129,27 @@ class SampleReader:
             self._arrays.popitem(last=False)
         return arrays
 
+    def _required(self, sample: int, suffix: str) -> bytes:
+        data = self.source.member(sample, suffix)
+        if data is None:
+            raise self.source.corrupt(sample, suffix, "member missing from the shard index")
+        return data
+
+    def _decoded(self, sample: int, suffix: str, decode, data: bytes):
+        """``decode(data)``; any failure is a CorruptMemberError naming the member."""
+        try:
+            return decode(data)
+        except CorruptMemberError:
+            raise
+        except (ValueError, OSError, EOFError, UnicodeDecodeError, cv2.error) as exc:
+            raise self.source.corrupt(sample, suffix, f"cannot be decoded: {exc}") from exc
+
     def frame_into(self, sample: int, camera: str, offset: int, out: np.ndarray) -> bool:
         """Decode the camera's frame of step ``offset`` of ``sample`` into ``out``; False (zeros) when absent."""
+        if self.codec == "mp4":  # one video segment per sample and camera (pipeline.loaders.segments)
+            if self._segments is None:
+                self._segments = SegmentFrames(self.source)
+            return self._segments.frame_into(sample, self.arrays(sample).info, camera, offset, out)
         suffix = f"{camera}.{offset:04d}.{self.codec}"
         if self.codec == "npy":  # raw frames: read straight into the batch buffer, past the .npy header
             found = self.source.read_into(sample, suffix, out, npy_header_bytes(out.shape))
@@ -113,8 +160,21 @@ class SampleReader:
         if data is None:
             out[...] = 0
             return False
-        decode_image_into(data, self.codec, out)
+        self._decoded(sample, suffix, lambda d: decode_image_into(d, self.codec, out), data)
+        letterbox = self.arrays(sample).info.get("letterbox")
+        if letterbox and camera in letterbox:
+            restore_padding(out, letterbox[camera], self.arrays(sample).info["pad_value"])
         return True
+
+
+def restore_padding(image: np.ndarray, region: list[int], value: int) -> None:
+    """Set everything outside the letterbox's valid region back to the pad value (JPEG blurs it at
+    block edges): the padding a policy sees is then exactly the fill, as in openpi's resize_with_pad."""
+    top, left, rows, cols = region
+    image[:top] = value
+    image[top + rows:] = value
+    image[:, :left] = value
+    image[:, left + cols:] = value
 
 
 def stack_padded(rows: list[np.ndarray], pad_to: int | None, name: str) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.loaders.base import UnitDataset, concat_batches, order_config
+from pipeline.loaders.integrity import SKIP_KEY
 from pipeline.loaders.source import SampleFilter
 
 
@@ -81,7 +82,27 @@ class MixtureDataset(UnitDataset):
             order = np.concatenate([p[0] for p in pieces])
             batch = dataset.build_batch(np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]))
             parts.append((rows[order], batch))
-        return concat_batches(parts, len(positions))
+        return _merge_parts(parts)
+
+
+def _merge_parts(parts: list[tuple[np.ndarray, dict]]) -> dict:
+    """The parts' batches as one, rows in batch order; rows a part skipped (``on_corrupt="skip"``) are left
+    out and their records kept under SKIP_KEY with their position in the whole batch."""
+    skipped: list[dict] = []
+    kept: list[tuple[np.ndarray, dict]] = []
+    for rows, batch in parts:
+        records = batch.pop(SKIP_KEY, [])
+        skipped.extend(r | {"row": int(rows[r["row"]])} for r in records)
+        dropped = np.asarray([r["row"] for r in records], dtype=np.int64)
+        if batch:
+            kept.append((np.delete(rows, dropped), batch))
+    if not kept:
+        return {SKIP_KEY: skipped}
+    positions = np.sort(np.concatenate([rows for rows, _ in kept]))
+    merged = concat_batches([(np.searchsorted(positions, rows), batch) for rows, batch in kept], len(positions))
+    if skipped:
+        merged[SKIP_KEY] = skipped
+    return merged
 
 
 def by_kind(make_part: Callable[[SampleFilter], UnitDataset], weights: dict[str | tuple[str, ...], float],

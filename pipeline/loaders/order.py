@@ -7,10 +7,14 @@ A *unit* is what a loader yields: a step for VLA, a clip anchor for WAM.
    each window's units are fully permuted by (seed, epoch, window). Only one window's permutation is
    held in memory, so memory does not grow with the dataset.
 3. The shuffled stream is cut into ``G = N // batch_size`` global batches (the last ``N % batch_size``
-   units of the stream are dropped this epoch; a different set every epoch).
+   units of the stream are dropped this epoch; a different set every epoch). With ``drop_last=False``
+   there are ``ceil(N / batch_size)`` global batches, the last one partial.
 4. Ranks: global batch ``k`` goes to rank ``k % world_size``. Starting at global batch ``k0`` (a
    resume), every rank gets ``(G - k0) // world_size`` batches, so all ranks get the same count whatever
-   the shard count; the ``(G - k0) % world_size`` trailing global batches are dropped too.
+   the shard count; the ``(G - k0) % world_size`` trailing global batches are dropped too. With
+   ``drop_last=False`` every rank gets ``ceil((G - k0) / world_size)`` batches instead: ranks whose last
+   global batch would be past the end get a full batch wrapped around to the stream's start (as
+   torch's ``DistributedSampler`` pads), so DDP ranks still step together.
 5. Workers: DataLoader worker ``w`` of ``W`` builds the rank's batches ``j`` with ``j % W == w``;
    PyTorch's in-order round robin then yields ``j = 0, 1, 2...``, so the sequence a rank sees does not
    depend on the number of workers, and a resume may change it.
@@ -31,6 +35,7 @@ class OrderConfig:
     shuffle_buffer: int = 10_000
     rank: int = 0
     world_size: int = 1
+    drop_last: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
@@ -101,14 +106,18 @@ class BatchPlan:
     rank: int = 0
     world_size: int = 1
     start_global: int = 0
+    drop_last: bool = True
 
     @property
     def global_batches(self) -> int:
-        return self.total_units // self.batch_size
+        if self.drop_last:
+            return self.total_units // self.batch_size
+        return -(-self.total_units // self.batch_size)
 
     @property
     def batches_per_rank(self) -> int:
-        return max(0, self.global_batches - self.start_global) // self.world_size
+        left = max(0, self.global_batches - self.start_global)
+        return left // self.world_size if self.drop_last else -(-left // self.world_size)
 
     def global_batch(self, j: int) -> int:
         if not 0 <= j < self.batches_per_rank:
@@ -117,7 +126,12 @@ class BatchPlan:
 
     def positions(self, j: int) -> np.ndarray:
         k = self.global_batch(j)
-        return np.arange(k * self.batch_size, (k + 1) * self.batch_size, dtype=np.int64)
+        positions = np.arange(k * self.batch_size, (k + 1) * self.batch_size, dtype=np.int64)
+        if self.drop_last:
+            return positions
+        if k < self.global_batches:
+            return positions[positions < self.total_units]  # the last one may be partial
+        return positions % self.total_units  # a rank's filler batch past the end: wrapped around
 
 
 def worker_batches(num_batches: int, worker: int, num_workers: int) -> range:

@@ -10,6 +10,10 @@ May change between save and resume: the number of DataLoader workers, prefetchin
 world size (the remaining global batches are re-dealt round robin over the new ranks). Must not
 change (checked through a fingerprint): the view(s), the loader config that shapes the order (seed,
 batch size, shuffle settings, filters, mixture weights, horizons...).
+
+The state also carries the dataset's ``skip_log`` (samples skipped for corrupt members and which
+members, pipeline.loaders.integrity), so the count of a resumed run continues where it stopped. States
+saved without it load with a count of zero.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pipeline.loaders.base import UnitDataset, make_loader
+from pipeline.loaders.integrity import SkipLog
 
 STATE_FORMAT = "actionreel.loader-state/1"
 
@@ -46,15 +51,22 @@ class ResumableLoader:
         world = self.dataset.order_config.world_size
         self.dataset.set_position(self.epoch, self.global_batch)
         loader = make_loader(self.dataset, self.num_workers, self.pin_memory, self.prefetch_factor, self.reuse_buffers)
+        loader.yield_empty = True  # a batch whose samples were all skipped is consumed all the same
         for batch in loader:
             self.global_batch += world
-            yield batch
+            if batch:
+                yield batch
         self.epoch += 1
         self.global_batch = 0
 
+    @property
+    def skipped(self) -> int:
+        """Loader samples skipped for corrupt members so far (resumed runs included)."""
+        return self.dataset.skip_log.skipped
+
     def state_dict(self) -> dict:
         return {"format": STATE_FORMAT, "epoch": self.epoch, "global_batch": self.global_batch,
-                "fingerprint": self.dataset.fingerprint()}
+                "fingerprint": self.dataset.fingerprint(), "integrity": self.dataset.skip_log.to_json()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -62,3 +74,4 @@ class ResumableLoader:
         if state["fingerprint"] != self.dataset.fingerprint():
             raise ResumeError("the saved state belongs to a loader with a different view or order config")
         self.epoch, self.global_batch = int(state["epoch"]), int(state["global_batch"])
+        self.dataset.skip_log = SkipLog.from_json(state.get("integrity", {}))

@@ -9,6 +9,11 @@ local ``ShardCache`` (byte cap, LRU eviction) or, without one, are read a whole 
 (read-ahead, kept in a bounded LRU) with retries on transient errors. File handles and network
 clients are opened per process on first use, so a source built before DataLoader workers fork never
 shares them.
+
+Integrity: every member read, on every path (pread, preadv into a batch buffer, shard cache, remote
+read-ahead), is checked against the checksum its shard index records and raises
+``CorruptMemberError`` (shard, member, sample key) on a mismatch. Shards with format 1 indexes carry no
+checksums: they are served unchecked, with a warning naming the shard (``unchecked_shards`` lists them).
 """
 
 from __future__ import annotations
@@ -17,20 +22,24 @@ import io
 import json
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 import pyarrow.parquet as pq
+import xxhash
 
 from pipeline.loaders.cache import ShardCache, with_retries
-from pipeline.objects import ObjectStore, is_local
-from pipeline.refs import resolve_version_id
-from pipeline.shards.index import SampleEntry, ShardIndex
+from pipeline.loaders.integrity import CorruptMemberError
+from pipeline.shards.index import SampleEntry, ShardIndex, member_checksum
 from pipeline.shards.manifest import ViewManifest, load_view
+from pipeline.shards.names import resolve_view_name
 from pipeline.shards.view import ViewConfig
 from pipeline.stats import StatsSet
+from pipeline.store.objects import ObjectStore, is_local
+from pipeline.store.refs import resolve_version_id
 
 _TEXT_COLUMNS = ("key", "episode_id", "dataset", "embodiment", "kind", "action_source", "split")
 _INT_COLUMNS = ("shard", "row", "segment", "step_start", "num_steps", "num_action_steps", "episode_num_steps",
@@ -84,8 +93,9 @@ class ViewSource:
 
     def __init__(self, store_uri: str, view_id: str, storage_options: dict | None = None,
                  cache: ShardCache | None = None, index_cache_size: int = 64,
-                 readahead_bytes: int = 64 * 1024 * 1024) -> None:
+                 readahead_bytes: int = 64 * 1024 * 1024, check_members: bool = True) -> None:
         self.store_uri = store_uri
+        self.check_members = check_members  # False only to measure what the checks cost (bench/loader_integrity.py)
         self.storage_options = dict(storage_options or {})
         self.view_id = view_id
         self.cache = cache
@@ -100,8 +110,15 @@ class ViewSource:
 
     @staticmethod
     def open(store_uri: str, version: str = "latest", view: ViewConfig | None = None, view_id: str | None = None,
-             storage_options: dict | None = None, cache: ShardCache | None = None) -> ViewSource:
-        """By view id, or by version (ref or id) plus the view config it was sharded with."""
+             storage_options: dict | None = None, cache: ShardCache | None = None,
+             name: str | None = None) -> ViewSource:
+        """By view id, by the name ``shard --name`` gave it, or by version (ref or id) plus the view config it was
+        sharded with."""
+        if name is not None:
+            fs, root = fsspec.core.url_to_fs(store_uri, **(storage_options or {}))
+            view_id = resolve_view_name(ObjectStore(fs, root), name)
+            if view_id is None:
+                raise FileNotFoundError(f"no view named {name!r} in {store_uri} (`actionreel views` lists them)")
         if view_id is None:
             fs, root = fsspec.core.url_to_fs(store_uri, **(storage_options or {}))
             version_id = resolve_version_id(ObjectStore(fs, root), version)
@@ -156,6 +173,9 @@ class ViewSource:
                 return self._indexes[shard]
         path = self.manifest.shards[shard].index_path
         index = ShardIndex.from_json(json.loads(with_retries(lambda: self._objects.read_bytes(path))))
+        if not index.checked:
+            warnings.warn(f"shard {self.manifest.shards[shard].tar_path}: format 1 index without member checksums: "
+                          "its members are served unchecked (re-run the shard job to rewrite it)", stacklevel=2)
         with self._lock:
             self._indexes[shard] = index
             while len(self._indexes) > self._index_cache_size:
@@ -165,6 +185,23 @@ class ViewSource:
     def entry(self, sample: int) -> SampleEntry:
         """The shard-index entry of a row of the sample table."""
         return self.shard_index(int(self.table["shard"][sample])).samples[int(self.table["row"][sample])]
+
+    def unchecked_shards(self) -> list[str]:
+        """Tar paths of the view's shards whose indexes hold no member checksums (format 1)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [s.tar_path for i, s in enumerate(self.manifest.shards) if not self.shard_index(i).checked]
+
+    def corrupt(self, sample: int, suffix: str, problem: str) -> CorruptMemberError:
+        """The error for member ``suffix`` of ``sample``: names shard, member and sample key."""
+        entry = self.entry(sample)
+        shard = self.manifest.shards[int(self.table["shard"][sample])].tar_path
+        return CorruptMemberError(shard, f"{entry.key}.{suffix}", entry.key, problem)
+
+    def _verify(self, sample: int, entry: SampleEntry, suffix: str, actual: str) -> None:
+        expected = entry.checksums.get(suffix)
+        if expected is not None and actual != expected:
+            raise self.corrupt(sample, suffix, f"checksum mismatch (xxh3_64 recorded {expected}, read {actual})")
 
     # ------------------------------------------------------------ member reads
 
@@ -176,13 +213,18 @@ class ViewSource:
             return None
         shard = int(self.table["shard"][sample])
         offset, size = location
+        data = None
         if self._local or self.cache is not None:
             handle = self._handle(shard)
             if handle is not None:
-                return self._pread(handle, offset, size, shard)
-        blob = self._sample_blob(shard, entry)
-        start = offset - entry.offset
-        return blob[start: start + size]
+                data = self._pread(handle, offset, size, sample, suffix)
+        if data is None:
+            blob = self._sample_blob(shard, entry)
+            start = offset - entry.offset
+            data = blob[start: start + size]
+        if self.check_members and suffix in entry.checksums:
+            self._verify(sample, entry, suffix, member_checksum(data))
+        return data
 
     def read_into(self, sample: int, suffix: str, out: np.ndarray, skip: int) -> bool:
         """Copy a member's bytes after its first ``skip`` into ``out`` (exactly filled) with one ``preadv``
@@ -193,14 +235,20 @@ class ViewSource:
             return False
         offset, size = location
         if size - skip != out.nbytes:
-            raise ValueError(f"member {entry.key}.{suffix} holds {size - skip} bytes, expected {out.nbytes}")
+            raise self.corrupt(sample, suffix, f"holds {size - skip} bytes past its header, expected {out.nbytes}")
         shard = int(self.table["shard"][sample])
         handle = self._handle(shard) if (self._local or self.cache is not None) else None
-        if handle is not None:
-            if os.preadv(handle, [memoryview(out).cast("B")], offset + skip) != out.nbytes:
-                raise OSError(f"shard {self.manifest.shards[shard].tar_path}: short read at {offset}")
-        else:
-            out.reshape(-1)[:] = np.frombuffer(self.member(sample, suffix), np.uint8, offset=skip)
+        if handle is None:
+            out.reshape(-1)[:] = np.frombuffer(self.member(sample, suffix), np.uint8, offset=skip)  # checked there
+            return True
+        header = bytearray(skip)
+        body = memoryview(out).cast("B")
+        if os.preadv(handle, [header, body], offset) != size:
+            raise self.corrupt(sample, suffix, f"short read at offset {offset} (truncated shard?)")
+        if self.check_members and suffix in entry.checksums:
+            digest = xxhash.xxh3_64(header)
+            digest.update(body)
+            self._verify(sample, entry, suffix, digest.hexdigest())
         return True
 
     def _handle(self, shard: int) -> int | None:
@@ -218,10 +266,10 @@ class ViewSource:
         handle = self._handles[shard] = os.open(path, os.O_RDONLY)
         return handle
 
-    def _pread(self, handle: int, offset: int, size: int, shard: int) -> bytes:
+    def _pread(self, handle: int, offset: int, size: int, sample: int, suffix: str) -> bytes:
         data = os.pread(handle, size, offset)
         if len(data) != size:
-            raise OSError(f"shard {self.manifest.shards[shard].tar_path}: short read at {offset}")
+            raise self.corrupt(sample, suffix, f"short read at offset {offset} (truncated shard?)")
         return data
 
     def _sample_blob(self, shard: int, entry: SampleEntry) -> bytes:

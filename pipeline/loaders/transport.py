@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from pipeline.loaders.integrity import take_skips
+
 SLOT_KEY = "_buffer_slot"
 
 
@@ -57,6 +59,8 @@ class SharedBatchRing:
 class BufferedLoader:
     """A DataLoader over a batching dataset whose image buffers are reused (see the module doc)."""
 
+    yield_empty = False  # as SkipCountingLoader: yield ``{}`` for a batch of nothing but skipped samples
+
     def __init__(self, dataset, num_workers: int = 2, prefetch_factor: int = 4, pin_memory: bool = False) -> None:
         self.dataset = dataset
         self.num_workers, self.prefetch_factor, self.pin_memory = num_workers, prefetch_factor, pin_memory
@@ -79,6 +83,11 @@ class BufferedLoader:
                     ring.release(*held)
                 slot = batch.pop(SLOT_KEY, None)
                 held = tuple(int(x) for x in slot) if slot is not None and ring is not None else None
+                batch = take_skips(batch, self.dataset.skip_log)
+                if batch is None:
+                    if self.yield_empty:
+                        yield {}
+                    continue
                 batch = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
                 if held is not None and self.pin_memory:  # the pinned copy is all the caller sees
                     ring.release(*held)

@@ -11,14 +11,22 @@ Action conventions (stated in every batch as ``action_convention``):
   which drives frame i to frame i+1. Shape [B, T-1, Da].
 - ``per_frame_k``: ``actions[i, j] = action[t0 + i*s + j]`` for i < T-1, j < k (k = s by default): all
   k control steps between frame i and frame i+1, for control rates k x the frame rate. [B, T-1, k, Da].
+- ``cosmos_ee_delta``: what Cosmos action-conditioned training computes from the state at the clip's
+  frames (``pipeline.cosmos_action``): ``[R_i^T (p_{i+1} - p_i), euler(R_i^T R_{i+1}), gripper_{i+1}]``
+  scaled by ``[20]*6 + [1]``, pose = state dims ``ee_pose_dims``, gripper = the step extra
+  ``gripper_extra`` (the view must carry it: ``ViewConfig.step_extras``) or state dim ``gripper_dim``.
+  [B, T-1, 7], never normalized (Cosmos' scale is the normalization); masked where a state is.
+  Cosmos' own clips: ``n_context=1, n_future=12, frame_stride=1``.
 
 ``action_mask`` is False where the source marked an action missing, and everywhere for video-only
-sources (no action dims). A batch:
+sources (no action dims). ``on_corrupt="skip"`` leaves a clip with a corrupt member out of its batch
+(counted in ``skip_log``; pipeline.loaders.integrity) instead of raising ``CorruptMemberError``. A batch:
 
     frames        uint8 [B, K, T, 3, H, W]   frame_mask bool [B, K, T]
     actions       float32 (see above)        action_mask bool (same leading dims)
     state         float32 [B, T, Ds]         state at each frame's step (when include_state)
     steps         int64 [B, T]               the step of each frame
+    extras        {name: float32 [B, T, ...]} each of ``step_extras`` at each frame's step (+ extras_mask [B, T])
     instruction, embodiment, kind, action_source, dataset, episode_id, key (``<episode>:<t0>``)
 """
 
@@ -30,12 +38,14 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from pipeline.cosmos_action import GRIPPER_EXTRA, ee_delta_actions
 from pipeline.loaders.base import UnitDataset, order_config
+from pipeline.loaders.integrity import SKIP_KEY, CorruptMemberError, check_on_corrupt
 from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, stack_padded
 from pipeline.loaders.normalize import Normalizer
 from pipeline.loaders.source import SampleFilter, ViewSource
 
-CONVENTIONS = ("transitions", "per_frame_k")
+CONVENTIONS = ("transitions", "per_frame_k", "cosmos_ee_delta")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,14 @@ class WAMConfig:
     rank: int | None = None
     world_size: int | None = None
     filter: SampleFilter = field(default_factory=SampleFilter)
+    step_extras: tuple[str, ...] = ()  # step extras carried into batches (the view must hold them)
+    ee_pose_dims: tuple[int, ...] = (0, 1, 2, 3, 4, 5)  # cosmos_ee_delta: state dims x, y, z, roll, pitch, yaw
+    gripper_extra: str | None = GRIPPER_EXTRA  # cosmos_ee_delta: the gripper's step extra ...
+    gripper_dim: int | None = None  # ... or its state dim (used when gripper_extra is None)
+    on_corrupt: str = "raise"  # or "skip": a clip with a corrupt member is left out of its batch and counted
+
+    def __post_init__(self) -> None:
+        check_on_corrupt(self.on_corrupt)
 
     @property
     def frames(self) -> int:
@@ -147,6 +165,15 @@ class WAMDataset(UnitDataset):
             raise ValueError(f"k={config.k} control steps per frame exceeds the frame stride {config.frame_stride}")
         self.source, self.config = source, config
         view = source.manifest.config
+        needed = set(config.step_extras)
+        if config.action_convention == "cosmos_ee_delta":
+            _check_cosmos(config)
+            if config.gripper_extra is not None:
+                needed.add(config.gripper_extra)
+        missing = sorted(needed - set(view.step_extras))
+        if missing:
+            raise ValueError(f"the view carries no step extras {missing} (it has {list(view.step_extras)}): shard "
+                             "with ViewConfig.step_extras / --step-extras")
         self.cameras = list(config.cameras) if config.cameras is not None else list(source.manifest.cameras)
         self.height, self.width = view.height, view.width
         self.reader = SampleReader(source)
@@ -158,7 +185,9 @@ class WAMDataset(UnitDataset):
         return self.clips.counts
 
     def identity(self) -> dict:
-        return {"view": self.source.view_id, "config": asdict(self.config) | {"rank": None, "world_size": None}}
+        config = asdict(self.config) | {"rank": None, "world_size": None}
+        config.pop("on_corrupt")  # does not shape the order: states saved under either setting stay valid
+        return {"view": self.source.view_id, "config": config}
 
     def image_buffer_shape(self) -> tuple[int, ...]:
         return (self.order_config.batch_size, len(self.cameras), self.config.frames, self.height, self.width, 3)
@@ -169,34 +198,27 @@ class WAMDataset(UnitDataset):
         frames = self.image_buffer((size, len(self.cameras), t, self.height, self.width, 3))
         pixels = frames.numpy()
         frame_mask = np.zeros((size, len(self.cameras), t), bool)
-        infos, keys, steps, states, actions, masks, instructions, strides = [], [], [], [], [], [], [], []
-        for b, (shard, unit) in enumerate(zip(shards.tolist(), units.tolist(), strict=True)):
-            episode, t0 = self.clips.locate(shard, unit)
-            stride = self.clips.episodes[episode].stride
-            strides.append(stride)
-            clip_steps = t0 + stride * np.arange(t)
-            state_rows = []
-            for i, step in enumerate(clip_steps.tolist()):
-                sample, offset = self.clips.step_location(episode, step)
-                arrays = self.reader.arrays(sample)
-                state_rows.append(arrays.state[offset])
-                for c, camera in enumerate(self.cameras):
-                    frame_mask[b, c, i] = self.reader.frame_into(sample, camera, offset, pixels[b, c, i])
-            first_sample, first_offset = self.clips.step_location(episode, t0)
-            first = self.reader.arrays(first_sample)
-            action, mask = self._actions(episode, t0, stride)
-            infos.append(first.info)
-            keys.append(f"{first.info['episode_id']}:{t0}")
-            steps.append(clip_steps)
-            states.append(np.stack(state_rows))
-            actions.append(action)
-            masks.append(mask)
-            task = int(first.task_index[first_offset])
-            instructions.append(first.info["tasks"][task] if task >= 0 else "")
+        clips: list[dict] = []
+        skipped: list[dict] = []
+        for position, (shard, unit) in enumerate(zip(shards.tolist(), units.tolist(), strict=True)):
+            try:
+                clips.append(self._clip(len(clips), shard, unit, pixels, frame_mask))
+            except CorruptMemberError as exc:
+                if self.config.on_corrupt == "raise":
+                    raise
+                skipped.append(exc.record() | {"row": position})
+        if not clips:
+            return {SKIP_KEY: skipped}
+        size = len(clips)
+        frames, frame_mask = frames[:size], frame_mask[:size]
+        infos, keys, steps, states, actions, masks, instructions, strides, extras = (
+            [c[name] for c in clips] for name in ("info", "key", "steps", "state", "action", "mask", "instruction",
+                                                  "stride", "extras"))
         embodiments = [i["embodiment"] for i in infos]
-        action = normalize_rows(self.normalizer, embodiments, "action",
-                                stack_padded(actions, self.config.action_pad_to, "action"),
-                                native_widths(self.normalizer, "action"))
+        action = stack_padded(actions, self.config.action_pad_to, "action")
+        if self.config.action_convention != "cosmos_ee_delta":  # Cosmos' scale is its normalization
+            action = normalize_rows(self.normalizer, embodiments, "action", action,
+                                    native_widths(self.normalizer, "action"))
         batch = {
             "frames": frames.permute(0, 1, 2, 5, 3, 4),
             "frame_mask": torch.from_numpy(frame_mask),
@@ -213,11 +235,66 @@ class WAMDataset(UnitDataset):
             "episode_id": [i["episode_id"] for i in infos],
             "key": keys,
         }
+        if self.config.step_extras:
+            batch["extras"], batch["extras_mask"] = _stack_extras(extras, self.config.step_extras)
         if self.config.include_state:
             state = stack_padded(states, self.config.state_pad_to, "state")
             batch["state"] = torch.from_numpy(normalize_rows(self.normalizer, embodiments, "state", state,
                                                              native_widths(self.normalizer, "state")))
+        if skipped:
+            batch[SKIP_KEY] = skipped
         return batch
+
+    def _clip(self, b: int, shard: int, unit: int, pixels: np.ndarray, frame_mask: np.ndarray) -> dict:
+        """One clip's values; its frames go to batch row ``b``."""
+        t = self.config.frames
+        episode, t0 = self.clips.locate(shard, unit)
+        stride = self.clips.episodes[episode].stride
+        clip_steps = t0 + stride * np.arange(t)
+        state_rows, state_valid, extra_rows = [], [], {name: [] for name in self._extra_names()}
+        for i, step in enumerate(clip_steps.tolist()):
+            sample, offset = self.clips.step_location(episode, step)
+            arrays = self.reader.arrays(sample)
+            state_rows.append(arrays.state[offset])
+            state_valid.append(bool(arrays.state_valid[offset]))
+            for name, rows in extra_rows.items():
+                values = self.reader.extra(sample, name)
+                rows.append(None if values is None else values[offset])
+            for c, camera in enumerate(self.cameras):
+                frame_mask[b, c, i] = self.reader.frame_into(sample, camera, offset, pixels[b, c, i])
+        first_sample, first_offset = self.clips.step_location(episode, t0)
+        first = self.reader.arrays(first_sample)
+        if self.config.action_convention == "cosmos_ee_delta":
+            action, mask = self._cosmos_actions(np.stack(state_rows), np.asarray(state_valid), extra_rows)
+        else:
+            action, mask = self._actions(episode, t0, stride)
+        task = int(first.task_index[first_offset])
+        return {"info": first.info, "key": f"{first.info['episode_id']}:{t0}", "steps": clip_steps,
+                "state": np.stack(state_rows), "action": action, "mask": mask, "stride": stride,
+                "extras": extra_rows, "instruction": first.info["tasks"][task] if task >= 0 else ""}
+
+    def _extra_names(self) -> list[str]:
+        names = list(self.config.step_extras)
+        if self.config.action_convention == "cosmos_ee_delta" and self.config.gripper_extra is not None:
+            names.append(self.config.gripper_extra)
+        return list(dict.fromkeys(names))
+
+    def _cosmos_actions(self, state: np.ndarray, valid: np.ndarray, extras: dict[str, list]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """[T-1, 7] Cosmos actions from the clip frames' full-precision states; masked where a state is missing."""
+        config = self.config
+        pose = state[:, list(config.ee_pose_dims)].astype(np.float64)
+        if config.gripper_extra is not None:
+            rows = extras[config.gripper_extra]
+            present = np.array([r is not None for r in rows])
+            gripper = np.array([np.asarray(r, np.float64).reshape(-1)[0] if r is not None else np.nan for r in rows])
+        else:
+            present = np.ones(len(state), bool)
+            gripper = state[:, config.gripper_dim].astype(np.float64)
+        ok = valid & present & np.isfinite(pose).all(axis=1) & np.isfinite(gripper)
+        safe_pose = np.where(ok[:, None], pose, 0.0)
+        action = ee_delta_actions(safe_pose, np.where(ok, gripper, 0.0))
+        return action, ok[:-1] & ok[1:]
 
     def _actions(self, episode: int, t0: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.config.frames
@@ -235,3 +312,26 @@ class WAMDataset(UnitDataset):
             valid.append(bool(arrays.action_valid[offset]) and arrays.action.shape[1] > 0)
         values = np.stack(values).reshape(*action_steps.shape, -1)
         return values, np.asarray(valid).reshape(action_steps.shape)
+
+
+def _check_cosmos(config: WAMConfig) -> None:
+    if len(config.ee_pose_dims) != 6:
+        raise ValueError(f"ee_pose_dims names 6 state dims (x, y, z, roll, pitch, yaw), got {config.ee_pose_dims}")
+    if config.gripper_extra is None and config.gripper_dim is None:
+        raise ValueError("cosmos_ee_delta needs the gripper: gripper_extra or gripper_dim")
+
+
+def _stack_extras(clips: list[dict[str, list]], names: tuple[str, ...]) -> tuple[dict, dict]:
+    """Per name: float32 [B, T, ...] (zeros where a sample lacks it) and a bool [B, T] mask."""
+    values, masks = {}, {}
+    for name in names:
+        rows = [clip[name] for clip in clips]
+        shape = next((np.asarray(r).shape for clip in rows for r in clip if r is not None), ())
+        out = np.zeros((len(rows), len(rows[0]), *shape), np.float32)
+        mask = np.zeros((len(rows), len(rows[0])), bool)
+        for b, clip in enumerate(rows):
+            for i, row in enumerate(clip):
+                if row is not None:
+                    out[b, i], mask[b, i] = row, True
+        values[name], masks[name] = torch.from_numpy(out), torch.from_numpy(mask)
+    return values, masks

@@ -1,6 +1,7 @@
 """Frame pipelines: one video's wanted frames -> decoded -> resized -> encoded shard members.
 
-- CpuFramePipeline: any FrameDecoder, OpenCV resize, OpenCV encode: the reference path, whose bytes
+- CpuFramePipeline: any FrameDecoder, resize (swscale on the decoded picture, fused with the colour
+  conversion, or OpenCV on RGB: ``ViewConfig.scaler``), OpenCV encode: the reference path, whose bytes
   define a CPU-built shard (reproducible byte for byte).
 - DeviceFramePipeline: a decoder that yields tensors on its device (NVDEC), resize on that device,
   JPEG on that device (nvJPEG); only compressed bytes cross to the host. Without a device JPEG
@@ -18,10 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.shards.images import encode_image
+from pipeline.shards.images import encode_image, encode_member, fit_frame, member_format
 from pipeline.shards.view import ViewConfig
-from pipeline.video import FrameDecoder, VideoInput, resize_frame
+from pipeline.video import FrameDecoder, VideoInput
 from pipeline.video.backends import CUDA, backend_spec, build_backend
+from pipeline.video.resize import scale_array
 from pipeline.video.router import Devices, Route, RouterConfig, route
 
 DEVICE_BATCH = 16  # frames per device batch: 16 x 1080p RGB in float32 is ~400 MB of GPU memory
@@ -43,8 +45,19 @@ class CpuFramePipeline:
 
     def encode_video(self, video: VideoInput, indices: Sequence[int], view: ViewConfig, *, episode_id: str = "",
                      camera: str = "") -> dict[int, bytes]:
-        return {index: encode_image(resize_frame(rgb, view.height, view.width), view)
-                for index, rgb in self.decoder.frames(video, indices)}
+        if view.resize != "stretch" or view.scaler == "opencv":
+            # letterbox / crop fit the RGB frame first; opencv keeps the bytes of views built before swscale
+            return {index: encode_image(fit_frame(rgb, view), view)
+                    for index, rgb in self.decoder.frames(video, indices)}
+        fmt = member_format(view)
+        return {index: encode_member(image, view) for index, image in self._scaled(video, indices, view, fmt)}
+
+    def _scaled(self, video: VideoInput, indices: Sequence[int], view: ViewConfig, fmt: str):
+        """Frames at the view's size in ``fmt``: fused in the decoder when it can, else swscale on its arrays."""
+        if hasattr(self.decoder, "scaled_frames"):
+            return self.decoder.scaled_frames(video, indices, view.height, view.width, fmt)
+        return ((index, scale_array(rgb, view.height, view.width, fmt))
+                for index, rgb in self.decoder.frames(video, indices))
 
 
 class DeviceFramePipeline:
@@ -68,6 +81,10 @@ class DeviceFramePipeline:
         found = self._device_encoder(view)
         out: dict[int, bytes] = {}
         for chunk, frames in self.decoder.batches(video, indices, self.batch_size):
+            if view.resize != "stretch":  # letterbox / crop: the CPU rule on the host, so both paths agree
+                host = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                out.update(zip(chunk, [encode_image(fit_frame(image, view), view) for image in host], strict=True))
+                continue
             resized = resize_batch(frames, view.height, view.width)
             if found is not None:
                 encoded = found[1](resized)

@@ -3,13 +3,27 @@
 Written beside each tar (``shard-000000.index.json``) and summarized in the view manifest
 (``view.json``: per shard its sample and step counts), so a loader knows the exact epoch length
 without listing anything and reads any member with one ranged read.
+
+Format 2 adds each member's XXH3-64 checksum (``members: {suffix: [offset, size, "<16 hex>"]}``), which
+loaders check on every read: a flipped byte in a shard is an error naming shard, member and sample, never
+a wrong value. Format 1 indexes (no checksums) are still read; their members are served unchecked and
+``ShardIndex.checked`` says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-INDEX_FORMAT = "actionreel.shard-index/1"
+import xxhash
+
+INDEX_FORMAT = "actionreel.shard-index/2"
+INDEX_FORMAT_V1 = "actionreel.shard-index/1"  # no member checksums
+MEMBER_CHECKSUM = "xxh3_64"
+
+
+def member_checksum(data: bytes | memoryview) -> str:
+    """The checksum the index records for a member's bytes (XXH3-64, 16 hex digits)."""
+    return xxhash.xxh3_64_hexdigest(data)
 VIEW_FORMAT = "actionreel.view/1"
 
 
@@ -24,19 +38,23 @@ class SampleEntry:
     num_steps: int
     num_action_steps: int
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # member suffix -> (data offset, size)
+    checksums: dict[str, str] = field(default_factory=dict)  # member suffix -> member_checksum (format 2)
 
     def to_json(self) -> dict:
         return {"key": self.key, "offset": self.offset, "size": self.size, "episode_id": self.episode_id,
                 "segment": self.segment, "step_start": self.step_start, "num_steps": self.num_steps,
                 "num_action_steps": self.num_action_steps,
-                "members": {k: list(v) for k, v in self.members.items()}}
+                "members": {k: [*v, self.checksums[k]] if k in self.checksums else list(v)
+                            for k, v in self.members.items()}}
 
     @staticmethod
     def from_json(data: dict) -> SampleEntry:
+        members = data["members"]
         return SampleEntry(str(data["key"]), int(data["offset"]), int(data["size"]), str(data["episode_id"]),
                            int(data["segment"]), int(data["step_start"]), int(data["num_steps"]),
                            int(data["num_action_steps"]),
-                           {str(k): (int(v[0]), int(v[1])) for k, v in data["members"].items()})
+                           {str(k): (int(v[0]), int(v[1])) for k, v in members.items()},
+                           {str(k): str(v[2]) for k, v in members.items() if len(v) > 2})
 
 
 @dataclass
@@ -46,22 +64,29 @@ class ShardIndex:
     tar_sha256: str
     tar_bytes: int
     samples: list[SampleEntry]
+    checked: bool = True  # False for format 1 indexes: no member checksums to check against
 
     @property
     def num_steps(self) -> int:
         return sum(s.num_steps for s in self.samples)
 
     def to_json(self) -> dict:
-        return {"format": INDEX_FORMAT, "shard": self.shard, "tar_path": self.tar_path,
+        if not self.checked:
+            raise ValueError(f"shard {self.shard}: a format 1 index (no checksums) is never written again")
+        return {"format": INDEX_FORMAT, "checksum": MEMBER_CHECKSUM, "shard": self.shard, "tar_path": self.tar_path,
                 "tar_sha256": self.tar_sha256, "tar_bytes": self.tar_bytes,
                 "samples": [s.to_json() for s in self.samples]}
 
     @staticmethod
     def from_json(data: dict) -> ShardIndex:
-        if data.get("format") != INDEX_FORMAT:
-            raise ValueError(f"not a shard index (format {data.get('format')!r})")
+        fmt = data.get("format")
+        if fmt not in (INDEX_FORMAT, INDEX_FORMAT_V1):
+            raise ValueError(f"not a shard index (format {fmt!r})")
+        if fmt == INDEX_FORMAT and data.get("checksum") != MEMBER_CHECKSUM:
+            raise ValueError(f"shard index {data.get('shard')}: unknown member checksum {data.get('checksum')!r}")
         return ShardIndex(str(data["shard"]), str(data["tar_path"]), str(data["tar_sha256"]),
-                          int(data["tar_bytes"]), [SampleEntry.from_json(s) for s in data["samples"]])
+                          int(data["tar_bytes"]), [SampleEntry.from_json(s) for s in data["samples"]],
+                          fmt == INDEX_FORMAT)
 
 
 @dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pipeline.objects import ObjectRef, ObjectStore
 from pipeline.shards.index import VIEW_FORMAT, ShardSummary
 from pipeline.shards.view import ViewConfig
+from pipeline.store.objects import ObjectRef, ObjectStore
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from pipeline.shards.view import ViewConfig
 
-SHARD_FORMAT = "actionreel.shard/1"  # bump when the writer's bytes change for equal inputs
+SHARD_FORMAT = "actionreel.shard/2"  # bump when the writer's bytes change for equal inputs (2: member checksums)
 
 
 @dataclass(frozen=True)

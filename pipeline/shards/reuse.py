@@ -15,12 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.objects import ObjectStore
 from pipeline.shards.index import ShardIndex, ShardSummary
 from pipeline.shards.manifest import ViewManifest, load_view, view_dir
 from pipeline.shards.plan import ShardPlan, plan_shards, with_keys
 from pipeline.shards.view import ViewConfig
 from pipeline.shards.writer import episode_fingerprint, summarize, view_cameras
+from pipeline.store.objects import ObjectStore
 from schemas import EpisodeMeta
 
 

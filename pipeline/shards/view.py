@@ -13,6 +13,12 @@ import json
 from dataclasses import asdict, dataclass, field
 
 FRAME_CODECS = ("jpg", "png", "npy")
+RESIZE_MODES = ("stretch", "pad", "crop")  # stretch to size | letterbox, aspect kept | centre crop
+FRAME_CODECS = ("jpg", "png", "npy", "mp4")  # mp4: one video segment per sample and camera (video/segments.py)
+VIDEO_CODECS = ("mp4",)
+# swscale: convert + resize the decoded picture in one pass (pipeline.video.resize.scale_frame);
+# opencv: RGB frame first, then OpenCV INTER_AREA/INTER_LINEAR (the bytes of views built before it).
+SCALERS = ("swscale", "opencv")
 JPEG_SUBSAMPLING = {"444": 0x111111, "422": 0x211111, "420": 0x221111}
 _PLANNING_ONLY = ("target_shard_bytes", "min_shards", "estimated_bytes_per_pixel")
 
@@ -27,24 +33,52 @@ class ViewConfig:
     # 4:4:4 keeps the chroma the source video decoded to: >= 43 dB on the real samples where 4:2:0 gave 39.9.
     jpeg_subsampling: str = "444"
     segment_steps: int = 64
-    max_action_horizon: int = 64  # actions stored past a segment's end so any chunk of this length fits
+    # actions stored past a segment's end so a chunk this long reads one sample (ACT's default chunk is 100);
+    # longer windows read the next segments (pipeline.loaders.offsets). Cost: docs/loaders.md.
+    max_action_horizon: int = 100
     target_shard_bytes: int = 1 << 30
     min_shards: int = 1
     estimated_bytes_per_pixel: float = 0.15  # for planning only: a 224x224 JPEG at q95 is about 7-10 KB
+    resize: str = "stretch"  # how a frame of another aspect ratio reaches height x width (shards/images.py)
+    pad_value: int = 0  # the letterbox fill of resize="pad", every channel
+    # mp4 segments encoded at the view's size: libx264 quality and chroma. 4:4:4 at crf 10 keeps the JPEG
+    # view's >= 40 dB at ~1/15 of its bytes (4:2:0 fell to 37 dB on saturated edges; NVDEC decodes 4:2:0 only)
+    video_crf: int = 10
+    video_pix_fmt: str = "yuv444p"
+    video_passthrough: bool = True  # mp4 at the source's own size: cut the source's packets, no re-encode
+    scaler: str = "swscale"  # CPU resize engine (SCALERS): it changes the bytes, so it is part of the identity
     decoder: str = field(default="auto", compare=False)  # "auto": routed per video; else a backend name
+    # Named step extras stored per sample as ``extra.<name>.npy`` (e.g. Cosmos' continuous_gripper_state).
+    step_extras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.jpeg_subsampling not in JPEG_SUBSAMPLING:
             raise ValueError(f"jpeg_subsampling must be one of {sorted(JPEG_SUBSAMPLING)}")
         if self.frame_codec not in FRAME_CODECS:
             raise ValueError(f"frame_codec must be one of {FRAME_CODECS}, got {self.frame_codec!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if not 0 <= self.pad_value <= 255:
+            raise ValueError("pad_value must be in [0, 255]")
+        if self.video_pix_fmt not in ("yuv444p", "yuv420p"):
+            raise ValueError(f"video_pix_fmt must be yuv444p or yuv420p, got {self.video_pix_fmt!r}")
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler must be one of {SCALERS}, got {self.scaler!r}")
         if min(self.height, self.width, self.segment_steps, self.max_action_horizon, self.min_shards) < 1:
             raise ValueError("height, width, segment_steps, max_action_horizon and min_shards must be >= 1")
 
     def identity(self) -> dict:
         data = asdict(self)
         data.pop("decoder")
+        if self.resize == "stretch":  # ids of views made before resize modes existed stay the same
+            data.pop("resize")
+        if self.resize != "pad":
+            data.pop("pad_value")
         data["cameras"] = list(self.cameras) if self.cameras is not None else None
+        if self.step_extras:
+            data["step_extras"] = list(self.step_extras)
+        else:
+            data.pop("step_extras")  # views without extras keep the ids they had before extras existed
         return data
 
     def content_identity(self) -> dict:
@@ -60,4 +94,5 @@ class ViewConfig:
         data = dict(data)
         if data.get("cameras") is not None:
             data["cameras"] = tuple(data["cameras"])
+        data["step_extras"] = tuple(data.get("step_extras") or ())
         return ViewConfig(**data)

@@ -11,12 +11,21 @@ splits keys at the first dot). Members:
     <key>.timestamp.npy                [num_steps] int64 ns from episode start
     <key>.task_index.npy               [num_steps] int32 into meta.tasks (-1: none)
     <key>.frame_index.npy              [num_steps, n_cameras] int32 source frame per step (-1: none)
+    <key>.extra.<name>.npy             [num_steps, ...] a step extra the view names (``step_extras``), when present
     <key>.<camera>.<i:04d>.<codec>     frame of step step_start+i (absent when no frame is aligned)
+    <key>.<camera>.mp4                 instead, in a video view: the segment's frames as one MP4
+                                       (pipeline.shards.segments; meta.json lists its frames)
 
 Arrays are written with ``np.save(allow_pickle=False)``; tar headers are deterministic (mtime 0,
 uid 0) so equal inputs give byte-identical shards. A shard lives at ``shards/<key[:2]>/<key>.tar``
 (plus ``.index.json``), ``key`` being its content key (``pipeline.shards.plan.shard_key``): a
 shard already there is reused without decoding anything.
+
+An episode whose stored steps or videos cannot be read or decoded (a video corrupted after ingest)
+raises ``EpisodeDecodeError`` from ``write_shard``; ``write_shard_quarantining`` (what the shard job
+calls) then writes the shard without that episode, under the content key of what it holds, and
+returns the episode's quarantine record: one bad episode never fails the job, and a later run (after
+``versions verify --repair``) plans the episode again because no shard of the view holds it.
 """
 
 from __future__ import annotations
@@ -26,19 +35,44 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+import av
 import numpy as np
 
 from pipeline.shards.frames import FramePipeline, as_pipeline
-from pipeline.shards.images import encode_image, npy_bytes  # noqa: F401  (encode_image: kept importable here)
-from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary
+from pipeline.shards.images import encode_image, letterbox_region, npy_bytes  # noqa: F401  (encode_image: kept importable)
+from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary, member_checksum
 from pipeline.shards.plan import SegmentPlan, ShardPlan, shard_key
-from pipeline.shards.view import ViewConfig
-from pipeline.store import EpisodeStore
-from pipeline.video import FrameDecoder
+from pipeline.shards.segments import SegmentMember, segment_members
+from pipeline.shards.view import VIDEO_CODECS, ViewConfig
+from pipeline.store.episodes import EpisodeStore
+from pipeline.video import FrameDecoder, VideoError
 from schemas import EpisodeMeta, StepArrays, rate_to_str
 
 BLOCK = tarfile.BLOCKSIZE
+# What reading or decoding one episode's stored objects raises when their bytes are bad (PyAV, Arrow, ours).
+EPISODE_READ_ERRORS = (VideoError, av.error.FFmpegError, ValueError, OSError, EOFError, RuntimeError, IndexError)
+
+
+class EpisodeDecodeError(Exception):
+    """One episode's stored steps or video cannot be read or decoded: names the episode, file and field."""
+
+    def __init__(self, episode: str, path: str, field: str, problem: str) -> None:
+        self.episode, self.path, self.field, self.problem = episode, path, field, problem
+        super().__init__(f"episode {episode} ({path}): field '{field}': {problem}")
+
+    def record(self, source_key: str = "") -> dict:
+        """The shard report's quarantine entry (the shape of pipeline.report.quarantine_record)."""
+        return {"source_key": source_key, "episode_id": self.episode, "file": self.path, "field": self.field,
+                "reason": f"cannot decode the stored episode: {self.problem}"}
+
+
+@dataclass
+class ShardOutcome:
+    summary: ShardSummary | None  # None when every episode of the plan was quarantined
+    decoded: int
+    quarantined: list[dict] = field(default_factory=list)
 
 
 def sample_key(episode_id: str, segment: int) -> str:
@@ -82,6 +116,7 @@ class _TarBuilder:
         self.tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT)
 
     def add(self, name: str, data: bytes) -> tuple[int, int]:
+        """Append a member; returns (offset of its data, size)."""
         if len(name) > 99:
             raise ValueError(f"tar member name too long for USTAR: {name}")
         info = tarfile.TarInfo(name)
@@ -120,7 +155,17 @@ def write_shard(store: EpisodeStore, view: ViewConfig, plan: ShardPlan, metas: d
         builder = _TarBuilder(_HashingWriter(handle, digest))
         for episode_id, segments in _by_episode(plan.segments):
             meta = metas[episode_id]
-            steps = store.read_steps(meta).filled()
+            steps = _guarded(meta, meta.steps_path, "steps", _read_steps, store, meta)
+            if view.frame_codec in VIDEO_CODECS:
+                videos = {}
+                for name in view_cameras(meta, view):
+                    path = next((c.video_path for c in meta.cameras if c.name == name), "")
+                    videos |= _guarded(meta, path, f"cameras.{name}", segment_members, store, meta, steps, segments,
+                                       [name], view, as_pipeline(decoder))
+                decoded += sum(len(frames) for per in videos.values() for _, frames in per.values())
+                for segment in segments:
+                    samples.append(_write_video_sample(builder, meta, steps, segment, view, videos))
+                continue
             frames = _encoded_frames(store, meta, steps, segments, view, decoder)
             decoded += sum(len(f) for f in frames.values())
             for segment in segments:
@@ -131,6 +176,36 @@ def write_shard(store: EpisodeStore, view: ViewConfig, plan: ShardPlan, metas: d
     data = json.dumps(index.to_json()).encode()  # members stay in tar order
     store.objects.write_atomic(index_path, data)
     return summarize(index, index_path, hashlib.sha256(data).hexdigest()), decoded
+
+
+def write_shard_quarantining(store: EpisodeStore, view: ViewConfig, plan: ShardPlan, metas: dict[str, EpisodeMeta],
+                             decoder: FrameDecoder | FramePipeline) -> ShardOutcome:
+    """``write_shard``, leaving out (and reporting) every episode that raises ``EpisodeDecodeError``.
+
+    The shard then holds the other episodes under the content key of what it holds (never under the
+    plan's key, which promises the quarantined episode too)."""
+    segments, quarantined = plan.segments, []
+    while segments:
+        attempt = plan if not quarantined else ShardPlan(plan.index, segments)
+        try:
+            summary, decoded = write_shard(store, view, attempt, metas, decoder)
+            return ShardOutcome(summary, decoded, quarantined)
+        except EpisodeDecodeError as exc:
+            quarantined.append(exc.record(metas[exc.episode].source_key))
+            segments = tuple(s for s in segments if s.episode_id != exc.episode)
+            if hasattr(decoder, "drain"):
+                decoder.drain()  # the retry decodes the other episodes again and records them once
+    return ShardOutcome(None, 0, quarantined)
+
+
+def _guarded(meta: EpisodeMeta, path: str, field_name: str, read, *args):
+    """``read(*args)``; a failure of the stored bytes becomes EpisodeDecodeError naming the episode and file."""
+    try:
+        return read(*args)
+    except EpisodeDecodeError:
+        raise
+    except EPISODE_READ_ERRORS as exc:
+        raise EpisodeDecodeError(meta.episode_id, path, field_name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def summarize(index: ShardIndex, index_path: str, index_sha256: str = "",
@@ -176,15 +251,33 @@ def _encoded_frames(store: EpisodeStore, meta: EpisodeMeta, steps: StepArrays, s
         cam = meta.camera(name)
         used = np.unique(steps.frame_index[name][first:last])
         used = used[used >= 0]
-        video = store.video_input(cam)
-        absolute = pipeline.encode_video(video, (used + cam.frame_start).tolist(), view,
-                                         episode_id=meta.episode_id, camera=name)
+        absolute = _guarded(meta, cam.video_path, f"cameras.{name}", _encode_camera, store, pipeline, cam,
+                            (used + cam.frame_start).tolist(), view, meta.episode_id)
         encoded[name] = {index - cam.frame_start: data for index, data in absolute.items()}
     return encoded
 
 
+def _read_steps(store: EpisodeStore, meta: EpisodeMeta) -> StepArrays:
+    return store.read_steps(meta).filled()
+
+
+def _encode_camera(store: EpisodeStore, pipeline: FramePipeline, cam, indices: list[int], view: ViewConfig,
+                   episode_id: str) -> dict[int, bytes]:
+    return pipeline.encode_video(store.video_input(cam), indices, view, episode_id=episode_id, camera=cam.name)
+
+
+def _write_video_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, segment: SegmentPlan,
+                        view: ViewConfig, videos: dict[str, dict[int, SegmentMember]]) -> SampleEntry:
+    """A sample whose frames are one video segment per camera (``<camera>.mp4``)."""
+    present = {name: per[segment.segment] for name, per in videos.items() if segment.segment in per}
+    extra = {"segment_frames": {name: frames for name, (_, frames) in present.items()}}
+    return _write_sample(builder, meta, steps, segment, view, {name: {} for name in videos}, extra,
+                         {f"{name}.mp4": data for name, (data, _) in present.items()})
+
+
 def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, segment: SegmentPlan,
-                  view: ViewConfig, frames: dict[str, dict[int, bytes]]) -> SampleEntry:
+                  view: ViewConfig, frames: dict[str, dict[int, bytes]], extra_info: dict | None = None,
+                  videos: dict[str, bytes] | None = None) -> SampleEntry:
     start, stop = segment.step_start, segment.step_start + segment.num_steps
     action_stop = min(meta.num_steps, stop + view.max_action_horizon - 1)
     cameras = view_cameras(meta, view)
@@ -195,13 +288,19 @@ def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, se
     info = {
         **episode_info(meta, view), "key": key, "segment": segment.segment, "step_start": start,
         "num_steps": stop - start, "num_action_steps": action_stop - start,
-        "missing_cameras": [c for c in cameras if c not in present],
+        "missing_cameras": [c for c in cameras if c not in present], **(extra_info or {}),
     }
+    if view.resize == "pad":  # the loader restores the fill exactly where lossy codecs blurred it
+        info["letterbox"] = {c: list(letterbox_region(meta.camera(c).height, meta.camera(c).width, view.height,
+                                                      view.width)) for c in present}
+        info["pad_value"] = view.pad_value
     members: dict[str, tuple[int, int]] = {}
+    checksums: dict[str, str] = {}
     sample_offset = builder.offset
 
     def add(suffix: str, data: bytes) -> None:
         members[suffix] = builder.add(f"{key}.{suffix}", data)
+        checksums[suffix] = member_checksum(data)
 
     add("meta.json", json.dumps(info, sort_keys=True).encode())
     add("state.npy", npy_bytes(steps.state[start:stop]))
@@ -211,9 +310,14 @@ def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, se
     add("timestamp.npy", npy_bytes(steps.timestamp_ns[start:stop]))
     add("task_index.npy", npy_bytes(steps.task_index[start:stop]))
     add("frame_index.npy", npy_bytes(frame_index))
+    for name in view.step_extras:
+        if name in steps.extras:
+            add(f"extra.{name}.npy", npy_bytes(np.asarray(steps.extras[name])[start:stop]))
+    for suffix, data in (videos or {}).items():
+        add(suffix, data)
     for column, name in enumerate(cameras):
         for i, frame in enumerate(frame_index[:, column]):
-            if frame >= 0:
+            if frame >= 0 and videos is None:
                 add(f"{name}.{i:04d}.{view.frame_codec}", frames[name][int(frame)])
     return SampleEntry(key, sample_offset, builder.offset - sample_offset, meta.episode_id, segment.segment,
-                       start, stop - start, action_stop - start, members)
+                       start, stop - start, action_stop - start, members, checksums)

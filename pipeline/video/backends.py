@@ -181,3 +181,8 @@ def _builtin_specs() -> list[BackendSpec]:
 
 for _spec in _builtin_specs():
     register_backend(_spec)
+
+
+def available_decoders() -> dict[str, Callable[..., FrameDecoder]]:
+    """Backends that can be built on this machine (GPU ones when present), by name."""
+    return {name: backend_spec(name).build for name in available_backends()}

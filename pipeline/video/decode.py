@@ -18,9 +18,12 @@ import numpy as np
 
 from pipeline.video.mjpeg import jpeg_frames
 from pipeline.video.probe import VideoError, VideoProbe
+from pipeline.video.resize import scale_array, scale_frame
 
 if TYPE_CHECKING:
     import torch
+
+Picture = av.VideoFrame | np.ndarray  # a decoded frame as FFmpeg holds it, or as an RGB array (JPEG tracks)
 
 
 @dataclass
@@ -81,6 +84,20 @@ class PyAVDecoder:
         self.threads = threads if threads is not None else max(1, min(4, os.cpu_count() or 1))
 
     def frames(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for index, picture in self._pictures(video, indices):
+            yield index, picture if isinstance(picture, np.ndarray) else picture.to_ndarray(format="rgb24")
+
+    def scaled_frames(self, video: VideoInput, indices: Sequence[int], height: int, width: int,
+                      fmt: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
+        """Like ``frames``, but each picture converted and resized in one swscale pass
+        (``pipeline.video.resize.scale_frame``): no full-size RGB copy is made."""
+        for index, picture in self._pictures(video, indices):
+            if isinstance(picture, np.ndarray):
+                yield index, scale_array(picture, height, width, fmt)
+            else:
+                yield index, scale_frame(picture, height, width, fmt)
+
+    def _pictures(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, Picture]]:
         wanted = np.unique(np.asarray(indices, dtype=np.int64))
         if wanted.size == 0:
             return
@@ -92,7 +109,7 @@ class PyAVDecoder:
         except av.error.FFmpegError as exc:
             raise VideoError(video.uri, f"decode failed: {exc}") from exc
 
-    def _decode(self, container, video: VideoInput, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def _decode(self, container, video: VideoInput, wanted: np.ndarray) -> Iterator[tuple[int, Picture]]:
         stream = container.streams.video[0]
         if video.probe.codec == "mjpeg":  # all-intra JPEG: libjpeg, like the connectors (pipeline.video.mjpeg)
             yield from jpeg_frames(container, stream, video.uri, video.probe, wanted, video.channel_order == "bgr")
@@ -112,15 +129,8 @@ class PyAVDecoder:
                 continue
             if index > wanted[position]:
                 raise VideoError(video.uri, f"frame {int(wanted[position])} missing (decoder jumped to {index})")
-            yield index, frame.to_ndarray(format="rgb24")
+            yield index, frame
             position += 1
             if position == wanted.size:
                 return
         raise VideoError(video.uri, f"video ended before frame {int(wanted[position])}")
-
-
-def available_decoders() -> dict[str, Callable[..., FrameDecoder]]:
-    """Backends that can be built on this machine (see pipeline.video.backends; GPU ones when present)."""
-    from pipeline.video.backends import available_backends, backend_spec
-
-    return {name: backend_spec(name).build for name in available_backends()}

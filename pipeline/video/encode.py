@@ -33,10 +33,16 @@ class EncodeConfig:
         return max(1, round(float(fps) * self.gop_seconds))
 
 
+# Pixel-exact storage for sources that were lossless (raw arrays, PNG): H.264 on RGB planes at qp 0
+# (libx264rgb, crf 0 is lossless), decoded by any FFmpeg; CPU decode only (NVDEC takes no RGB H.264).
+LOSSLESS = EncodeConfig(codec="libx264rgb", crf=0, pix_fmt="rgb24")
+
+
 def encode_frames(frames: Iterable[np.ndarray], fps: Fraction, width: int, height: int,
                   config: EncodeConfig = EncodeConfig()) -> tuple[bytes, int]:
     """Encode RGB frames to an MP4 in memory. Returns the file bytes and the frame count."""
-    pix_fmt = config.pix_fmt if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    odd = width % 2 or height % 2
+    pix_fmt = "yuv444p" if odd and config.pix_fmt == "yuv420p" else config.pix_fmt
     buffer = io.BytesIO()
     count = 0
     with av.open(buffer, mode="w", format="mp4") as container:

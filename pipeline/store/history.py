@@ -1,6 +1,6 @@
 """Looking back: a version's ancestry (``log``) and what changed between two versions (``diff``).
 
-A diff compares the live episodes of two versions by ``pipeline.derive.content_key``: ids only in
+A diff compares the live episodes of two versions by ``pipeline.store.derive.content_key``: ids only in
 B are *added*, only in A *removed*, in both with different content *changed*. Counts, steps and
 bytes are broken down per (embodiment, kind). Bytes are distinct stored objects: ``bytes_added``
 is what B stores that A does not (a video file shared by several episodes counts once), which is
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pipeline.catalog import episode_objects, scan_catalog
-from pipeline.derive import content_key
-from pipeline.refs import list_refs, ref_log
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest, read_manifest
+from pipeline.store.catalog import episode_objects, scan_catalog
+from pipeline.store.derive import content_key
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.refs import list_refs, ref_log
+from pipeline.store.versions import VersionManifest, read_manifest
 
 
 @dataclass

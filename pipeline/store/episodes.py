@@ -7,15 +7,15 @@ Layout under the store root (local folder or fsspec URL):
     objects/catalog/<sha[:2]>/<sha>.parquet   episode catalog of a version (schemas.CATALOG_SCHEMA)
     objects/stats/<sha[:2]>/<sha>.json        normalization statistics of a version
     index/ingested/<key[:2]>/<key>.json       ingest memo: (episode, source checksum, config) -> catalog row
-    index/episode-stats/<key[:2]>/<key>.json  per-episode stats cache (pipeline.statcache)
-    versions/<version_id>.json                immutable version manifests (pipeline.versions)
-    refs/<name>/log/<seq>.json, refs/<name>/HEAD   human names -> version ids, compare-and-swap (pipeline.refs)
+    index/episode-stats/<key[:2]>/<key>.json  per-episode stats cache (pipeline.store.statcache)
+    versions/<version_id>.json                immutable version manifests (pipeline.store.versions)
+    refs/<name>/log/<seq>.json, refs/<name>/HEAD   human names -> version ids, compare-and-swap (pipeline.store.refs)
     views/<view_id>/view.json                 a version's view: which shards, which episodes excluded
     shards/<key[:2]>/<key>.tar (+ .index.json) content-addressed WebDataset shards (pipeline.shards)
 
 See docs/versions.md for the commit protocol and what gc may remove.
 
-Every object is content-addressed and immutable; see ``pipeline.objects``.
+Every object is content-addressed and immutable; see ``pipeline.store.objects``.
 """
 
 from __future__ import annotations
@@ -28,19 +28,21 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.objects import ObjectRef, ObjectStore, is_local
+from pipeline.store.objects import ObjectRef, ObjectStore, is_local
+from pipeline.store.retries import retrying_options
 from pipeline.video import (
     EncodeConfig,
-    PyAVDecoder,
     VideoError,
     VideoInput,
     VideoProbe,
     encode_frames,
     probe_video,
 )
+from pipeline.video.integrity import check_frames
 from pipeline.video.mjpeg import PASSTHROUGH_PARAMS, mux_jpeg_frames
 from schemas import (
     CATALOG_SCHEMA,
@@ -77,7 +79,7 @@ class EpisodeStore:
     def __init__(self, uri: str, storage_options: dict | None = None) -> None:
         self.uri = uri
         self.storage_options = dict(storage_options or {})
-        fs, root = fsspec.core.url_to_fs(uri, **self.storage_options)
+        fs, root = fsspec.core.url_to_fs(uri, **retrying_options(uri, self.storage_options))
         self.fs: fsspec.AbstractFileSystem = fs
         self.objects = ObjectStore(fs, root)
         self._probes: OrderedDict[str, VideoProbe] = OrderedDict()
@@ -119,7 +121,7 @@ class EpisodeStore:
         meta = episode.meta
         cameras = [self._store_camera(meta, cam, episode.videos[cam.name], encode) for cam in meta.cameras]
         meta = replace(meta, cameras=cameras)
-        table = steps_to_table(meta, episode.steps)
+        table = steps_to_table(meta, nan_behind_masks(episode.steps))
         steps = self.objects.put_bytes("steps", _parquet_bytes(table), ".parquet")
         return replace(meta, steps_path=steps.path, steps_sha256=steps.sha256, steps_bytes=steps.bytes)
 
@@ -155,7 +157,12 @@ class EpisodeStore:
                                          f"{source.frame_start}..{needed - 1}")
         if abs(float(probe.fps) - float(source.fps)) > 1e-3 * float(source.fps):
             raise VideoError(source.uri, f"video runs at {float(probe.fps):.4f} fps, metadata says {float(source.fps)}")
-        _check_decodable(VideoInput(source.uri, opener, probe), source.frame_start, needed - 1)
+        if cam.width and cam.height and (cam.width, cam.height) != (probe.width, probe.height):
+            raise VideoError(source.uri, f"video is {probe.width}x{probe.height}, the metadata says "
+                             f"{cam.width}x{cam.height}")
+        info = fs.info(path)
+        stamp = (info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""))
+        _check_decodable(VideoInput(source.uri, opener, probe), source.frame_start, needed - 1, stamp)
         if probe.container not in _COPYABLE_CONTAINERS:
             raise VideoError(source.uri, f"container {probe.container} is not MP4; remux it before ingest")
         ref = self.objects.put_stream("videos", lambda: fs.open(path, "rb"), ".mp4")
@@ -246,10 +253,29 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _check_decodable(video: VideoInput, first: int, last: int) -> None:
-    """Decode the first and last frames an episode uses: catches corrupt or cut bitstreams."""
-    decoder = PyAVDecoder(threads=1)
-    for index in sorted({first, last}):
-        got = [i for i, _ in decoder.frames(video, [index])]
-        if got != [index]:
-            raise VideoError(video.uri, f"frame {index} cannot be decoded")
+def _check_decodable(video: VideoInput, first: int, last: int, stamp: tuple = ()) -> None:
+    """Every frame an episode uses decodes (each packet decoded once, no colour conversion): a corrupt
+    middle frame is caught here, not by the shard job of every view of the version."""
+    check = check_frames(video, stamp)
+    bad = check.first_bad(first, last)
+    if bad is not None:
+        count = sum(first <= i <= last for i in check.bad)
+        detail = f"; {check.problem}" if check.problem else ""
+        raise VideoError(video.uri, f"frame {bad} cannot be decoded ({max(count, 1)} bad frame(s) in the "
+                         f"episode's frames {first}..{last}){detail}")
+
+
+def nan_behind_masks(steps: StepArrays) -> StepArrays:
+    """Masked rows of float state/action hold NaN only: whatever the source left there (zeros, a held
+    value, +inf) is not data, and a consumer that ignores the mask must not read it as data."""
+    out = replace(steps)
+    for column in ("state", "action"):
+        values, valid = getattr(steps, column), getattr(steps, f"{column}_valid")
+        if valid is None or values.dtype.kind != "f" or values.ndim != 2:
+            continue
+        masked = ~np.asarray(valid, bool)
+        if masked.any() and not np.isnan(values[masked]).all():
+            values = values.copy()
+            values[masked] = np.nan
+            setattr(out, column, values)
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +24,20 @@ from pipeline.settings import checked_settings
 from schemas import CATALOG_SCHEMA
 
 if TYPE_CHECKING:
-    from pipeline.store import EpisodeStore
-    from pipeline.versions import VersionManifest
+    from pipeline.store.episodes import EpisodeStore
+
+
+class _LayerRef(Protocol):
+    path: str
+
+
+class CatalogLayers(Protocol):
+    """What a catalog scan needs of a version: its catalog layers (oldest first) and its deletion list.
+
+    ``pipeline.store.versions.VersionManifest`` is one; naming the shape here keeps catalog free of versions."""
+
+    catalog: list[_LayerRef]
+    deleted: list[str]
 
 RECORDED_AT = "recorded_at"  # extras key: when the episode was recorded (ISO 8601), set by connectors that know
 SUCCESS_VALUES = ("any", "true", "false", "unknown")
@@ -148,7 +160,7 @@ def layer_dataset(store: EpisodeStore, path: str) -> ds.Dataset:
     return ds.dataset(store.objects.abspath(path), format="parquet", filesystem=store.fs, schema=CATALOG_SCHEMA)
 
 
-def _shadowed(store: EpisodeStore, manifest: VersionManifest) -> list[set[str]]:
+def _shadowed(store: EpisodeStore, manifest: CatalogLayers) -> list[set[str]]:
     """Per layer, the ids a later layer replaces (only the id column is read)."""
     later: set[str] = set()
     out: list[set[str]] = []
@@ -160,7 +172,7 @@ def _shadowed(store: EpisodeStore, manifest: VersionManifest) -> list[set[str]]:
     return out[::-1]
 
 
-def scan_catalog(store: EpisodeStore, manifest: VersionManifest, columns: list[str] | None = None,
+def scan_catalog(store: EpisodeStore, manifest: CatalogLayers, columns: list[str] | None = None,
                  query: CatalogQuery | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
     """The version's live rows matching ``query``, as record batches of ``columns`` (default: all)."""
     query = query or CatalogQuery()
@@ -183,7 +195,7 @@ def scan_catalog(store: EpisodeStore, manifest: VersionManifest, columns: list[s
                 yield batch.select(wanted)
 
 
-def read_catalog_table(store: EpisodeStore, manifest: VersionManifest, columns: list[str] | None = None,
+def read_catalog_table(store: EpisodeStore, manifest: CatalogLayers, columns: list[str] | None = None,
                        query: CatalogQuery | None = None) -> pa.Table:
     """``scan_catalog`` gathered into one table (for the episodes a job will touch anyway)."""
     names = list(columns) if columns is not None else list(CATALOG_SCHEMA.names)
@@ -192,7 +204,7 @@ def read_catalog_table(store: EpisodeStore, manifest: VersionManifest, columns: 
     return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
 
 
-def episode_ids(store: EpisodeStore, manifest: VersionManifest, query: CatalogQuery | None = None) -> list[str]:
+def episode_ids(store: EpisodeStore, manifest: CatalogLayers, query: CatalogQuery | None = None) -> list[str]:
     ids: list[str] = []
     for batch in scan_catalog(store, manifest, ["episode_id"], query):
         ids.extend(batch.column(0).to_pylist())
@@ -227,7 +239,7 @@ def episode_objects(row: dict) -> dict[str, int]:
     return objects
 
 
-def catalog_summary(store: EpisodeStore, manifest: VersionManifest,
+def catalog_summary(store: EpisodeStore, manifest: CatalogLayers,
                     query: CatalogQuery | None = None) -> list[GroupSummary]:
     """Episodes, steps, hours and bytes per (embodiment, kind), plus a last row for everything."""
     groups: dict[tuple[str, str], GroupSummary] = {}

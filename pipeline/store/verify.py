@@ -5,20 +5,28 @@ SHA-256), catalog layers, stats, every live episode's steps and video objects, a
 of those versions each shard tar and shard index. A mismatch names the file, what it is and who
 uses it (``episode X camera top video``, ``view V shard K tar``), with the expected and actual
 hash ("missing" when the file is gone). Hashing runs on a thread pool (it is I/O bound on S3).
+
+``repair_store`` restores the corrupted steps and video objects of a report from their source
+episodes (pipeline.store.repair: rebuilt bytes must hash to the recorded id, written through a
+temporary name); everything else (catalog layers, stats, manifests, shards) has no source to be
+rebuilt from and is reported as not repairable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from pipeline.catalog import scan_catalog
-from pipeline.gc import reachable_versions
 from pipeline.shards.manifest import ViewManifest
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionManifest
+from pipeline.store.catalog import scan_catalog
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.gc import reachable_versions
+from pipeline.store.repair import ObjectRepair, RepairRefused, rebuild_objects
+from pipeline.store.versions import VersionManifest, read_manifest
+from schemas import Episode, EpisodeMeta, row_to_meta
 
 
 @dataclass
@@ -154,3 +162,79 @@ def _hash(store: EpisodeStore, path: str) -> tuple[str, int]:
     except OSError as exc:
         return f"unreadable: {exc}", 0
     return digest.hexdigest(), size
+
+
+SourceReader = Callable[[str, EpisodeMeta], Episode]  # (version id, catalog row) -> the source episode
+_REBUILDABLE = {"steps", "video"}
+_NOT_REBUILDABLE = {
+    "shard tar": "re-run the shard job after removing the shard's tar and index",
+    "shard index": "re-run the shard job after removing the shard's tar and index",
+}
+
+
+@dataclass
+class RepairReport:
+    repairs: list[ObjectRepair] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "repaired" for r in self.repairs)
+
+    def to_json(self) -> dict:
+        return {"repairs": [asdict(r) for r in self.repairs], "ok": self.ok}
+
+
+def repair_store(store: EpisodeStore, report: VerifyReport, read_source: SourceReader) -> RepairReport:
+    """Restore every steps and video mismatch of ``report`` from a source episode that uses the object."""
+    wanted = {m.path: m for m in report.mismatches if m.what in _REBUILDABLE}
+    users = _object_users(store, report.versions, set(wanted))
+    out = RepairReport()
+    for mismatch in report.mismatches:
+        if mismatch.what not in _REBUILDABLE:
+            hint = _NOT_REBUILDABLE.get(mismatch.what, "it is written by the store itself, not read from a source")
+            out.repairs.append(ObjectRepair(mismatch.path, "refused", f"a {mismatch.what} is not repairable: {hint}"))
+            continue
+        out.repairs.append(_repair_one(store, mismatch, users.get(mismatch.path, []), read_source))
+    return out
+
+
+def _repair_one(store: EpisodeStore, mismatch: Mismatch, users: list[tuple[str, EpisodeMeta]],
+                read_source: SourceReader) -> ObjectRepair:
+    if not users:
+        return ObjectRepair(mismatch.path, "refused", "no live episode of the verified versions uses it")
+    reasons = []
+    for version_id, meta in users:  # the first episode whose source rebuilds it
+        try:
+            episode = read_source(version_id, meta)
+            result = rebuild_objects(store, episode, {mismatch.path: mismatch.expected})[0]
+        except RepairRefused as exc:
+            result = ObjectRepair(mismatch.path, "refused", str(exc))
+        except Exception as exc:  # a source that no longer reads: the reason, never a traceback
+            result = ObjectRepair(mismatch.path, "refused", f"reading the source failed: {type(exc).__name__}: {exc}")
+        if result.status == "repaired":
+            return result
+        reasons.append(f"episode {meta.episode_id}: {result.reason}")
+    return ObjectRepair(mismatch.path, "refused", "; ".join(reasons))
+
+
+Users = dict[str, list[tuple[str, EpisodeMeta]]]
+
+
+def _object_users(store: EpisodeStore, versions: list[str], paths: set[str]) -> Users:
+    """Per object path, the (version, catalog row) of every live episode that uses it."""
+    found: Users = {}
+    if not paths:
+        return found
+    for version_id in versions:
+        try:
+            manifest = read_manifest(store, version_id)
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        for batch in scan_catalog(store, manifest):
+            for row in batch.to_pylist():
+                used = {row["steps_path"], *(c["video_path"] for c in row["cameras"] or [])} & paths
+                if used:
+                    meta = row_to_meta(row)
+                    for path in used:
+                        found.setdefault(path, []).append((version_id, meta))
+    return found

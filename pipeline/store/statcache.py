@@ -4,7 +4,9 @@ Derived versions (append with changed episodes, delete, select) need the exact s
 live episodes. Sketches merge exactly but cannot be un-merged (a min or max cannot be removed), so
 a version's stats are the merge of its episodes' stats. Each episode's stats are computed once
 from its steps Parquet (no video is touched) and cached at
-``index/episode-stats/<key[:2]>/<key>.json`` with key = sha256(steps object, embodiment).
+``index/episode-stats/<key[:2]>/<key>.json`` with key = sha256(stats format, steps object,
+embodiment): stats cached in an older format are never read back, they are recomputed from the
+steps (an older quantile sketch cannot merge into a newer one).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline.stats import StatsSet, episode_stats
-from pipeline.store import EpisodeStore
+from pipeline.stats import STATS_FORMAT, StatsSet, episode_stats
+from pipeline.store.episodes import EpisodeStore
 from schemas import EpisodeMeta, table_to_steps
 
 
@@ -23,7 +25,7 @@ def cache_key(meta: EpisodeMeta) -> str:
 
 
 def stats_key(steps_sha256: str, embodiment: str) -> str:
-    return hashlib.sha256(f"{steps_sha256}\0{embodiment}".encode()).hexdigest()
+    return hashlib.sha256(f"{STATS_FORMAT}\0{steps_sha256}\0{embodiment}".encode()).hexdigest()
 
 
 def cache_path(key: str) -> str:

@@ -10,7 +10,7 @@ objects all stay. Everything else under ``objects/``, ``versions/``, ``views/``,
 
 Nothing younger than ``grace_s`` is deleted: a job that has written objects but not committed yet
 must not lose them (a commit also refuses a manifest whose catalog or stats object vanished).
-Deleting a ref (``pipeline.refs.delete_ref``) is how history is given up.
+Deleting a ref (``pipeline.store.refs.delete_ref``) is how history is given up.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pipeline.catalog import layer_dataset
-from pipeline.refs import list_refs, ref_log
+from pipeline.report import JOB_REPORTS
 from pipeline.shards.manifest import ViewManifest
-from pipeline.statcache import cache_path, stats_key
-from pipeline.store import EpisodeStore
-from pipeline.versions import VersionError, read_manifest
+from pipeline.store.catalog import layer_dataset
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.refs import list_refs, ref_log
+from pipeline.store.statcache import cache_path, stats_key
+from pipeline.store.versions import VersionError, read_manifest
 
 DEFAULT_GRACE_S = 24 * 3600
 _AREAS = ("objects", "versions", "views", "shards", "index")
@@ -156,6 +157,8 @@ def _keep(store: EpisodeStore, relative: str, keep: Reachable) -> bool:
         return relative.split("/")[1] in keep.views and not relative.endswith("view.json")
     if relative.startswith("index/ingested/"):
         return _memo_alive(store, relative, keep)
+    if relative.startswith(f"{JOB_REPORTS}/"):  # a job's report lives as long as the version it made
+        return f"versions/{relative.split('/')[2]}.json" in keep.paths
     return False
 
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from pipeline.objects import ObjectStore
+from pipeline.store.objects import ObjectStore
 
 REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSION_ID = re.compile(r"^[0-9a-f]{64}$")

@@ -4,7 +4,7 @@ A version manifest is canonical JSON naming its parent, catalog layers, deletion
 job/config that produced it. Its id is the SHA-256 of that JSON, so the same inputs give the same
 id and a manifest can never change. Manifests carry no wall-clock time (it would break that);
 commit times live in the ref log. A commit writes every object first, then the manifest, and
-moves the ref last with a compare-and-swap (``pipeline.refs``): a crash in between leaves no
+moves the ref last with a compare-and-swap (``pipeline.store.refs``): a crash in between leaves no
 visible version, and two writers racing on one ref cannot both win. See docs/versions.md.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipeline.catalog import read_catalog_table
-from pipeline.objects import ObjectRef
-from pipeline.refs import RefConflict, VersionError, read_head, resolve_version_id, set_ref, update_ref
 from pipeline.stats import StatsSet
-from pipeline.store import EpisodeStore
+from pipeline.store.catalog import read_catalog_table
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.objects import ObjectRef
+from pipeline.store.refs import RefConflict, VersionError, read_head, resolve_version_id, set_ref, update_ref
 from schemas import SCHEMA_VERSION
 
 MANIFEST_FORMAT = "actionreel.version/1"

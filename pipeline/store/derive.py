@@ -6,9 +6,10 @@
 - **delete**: the parent's layers, with the ids added to the deletion list.
 - **select**: one new layer holding exactly the rows of a catalog query over the source version.
 
-Stats stay exact: a pure append merges the new episodes' stats into the parent's (sketches merge
-exactly); anything that removes or replaces episodes recomputes from per-episode stats
-(``pipeline.statcache``), since a merged min, max or sketch cannot be un-merged.
+Stats stay exact: a pure append merges the new episodes' stats into the parent's (sketches merge;
+parent stats in an older format are recomputed instead); anything that removes or replaces
+episodes recomputes from per-episode stats (``pipeline.store.statcache``), since a merged min, max
+or sketch cannot be un-merged.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.catalog import CatalogQuery, read_catalog_table, scan_catalog
-from pipeline.objects import ObjectRef
-from pipeline.statcache import stats_of_episodes
 from pipeline.stats import StatsSet
-from pipeline.store import EpisodeStore
-from pipeline.versions import (
+from pipeline.store.catalog import CatalogQuery, read_catalog_table, scan_catalog
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.objects import ObjectRef
+from pipeline.store.statcache import stats_of_episodes
+from pipeline.store.versions import (
     VersionError,
     VersionManifest,
     commit_version,
@@ -132,10 +133,11 @@ def append_manifest(store: EpisodeStore, parent_id: str | None, parent: VersionM
         layers.append(store.write_catalog(new_rows))
     manifest = VersionManifest(catalog=layers, stats=None, totals={}, producer=producer, parent=parent_id,
                                deleted=list(parent.deleted) if parent else [])
-    if parent is not None and not changes.changed:
-        stats = load_stats(store, parent)
+    parent_stats = load_stats(store, parent) if parent is not None and not changes.changed else None
+    if parent_stats is not None and parent_stats.mergeable:
+        stats = parent_stats
         stats.merge(stats_of_episodes(store, changes.added))
-    else:
+    else:  # replaced episodes, or parent stats in an older format: recompute from the episodes' steps
         stats = stats_of_episodes(store, _live_metas(store, manifest))
     manifest.stats = write_stats(store, stats) if new_rows or parent is None else parent.stats
     return _with_totals(store, manifest)

@@ -1,0 +1,98 @@
+"""Video segments as view members: the frames one sample needs from one camera, as one short MP4.
+
+A JPEG view of native 480x640 frames is ~36x the bytes of the AV1 source it came from; a segment
+keeps the video codec's inter-frame compression. Two ways to make one:
+
+- ``cut_segment``: at the source's own size, the source's packets from the keyframe at or before the
+  first wanted frame until every wanted frame's packet is in, remuxed without re-encoding. Decoded,
+  its frames are the source's frames bit for bit (a decoder fed the same packets from a keyframe
+  outputs the same pictures), and it costs the source's bytes plus at most one GOP per segment.
+- ``encode_segment``: frames at the view's size encoded with libx264, one GOP for the whole segment
+  (its first frame the only keyframe), no B-frames, one thread: the same bytes run to run. 4:4:4
+  (High 4:4:4 profile) by default: CPU decoding; NVDEC before Blackwell takes 4:2:0 H.264 only.
+
+Either way the member is self-contained (decodable without any other sample) and the sample's
+``meta.json`` lists, per camera, the frame index of each picture the segment decodes to, in order.
+``decode_segment`` decodes one with PyAV on the CPU. H.264 segments also decode on NVDEC; AV1 ones
+(cut from AV1 sources) do not on A100/H100/H200, whose NVDEC has no AV1 engine: those stay on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from pipeline.video.decode import VideoInput
+from pipeline.video.encode import EncodeConfig, encode_frames
+from pipeline.video.probe import VideoError
+
+SEGMENT_ENCODER = "libx264"
+_MUX_OPTIONS = {"fflags": "+bitexact"}  # no muxer version string: the bytes depend on the packets only
+
+
+def encode_segment(frames: Sequence[np.ndarray], fps: Fraction, crf: int, pix_fmt: str = "yuv444p") -> bytes:
+    """RGB frames (all one size) as one H.264 GOP in an MP4: frame 0 the only keyframe."""
+    if not frames:
+        raise ValueError("a segment needs at least one frame")
+    height, width = frames[0].shape[:2]
+    config = EncodeConfig(codec=SEGMENT_ENCODER, crf=crf, gop_seconds=len(frames) / float(fps), threads=1,
+                          pix_fmt=pix_fmt)
+    data, count = encode_frames(frames, fps, width, height, config)
+    if count != len(frames):
+        raise ValueError(f"segment encoder wrote {count} of {len(frames)} frames")
+    return data
+
+
+def cut_segment(video: VideoInput, first: int, last: int) -> tuple[bytes, list[int]]:
+    """The source packets covering frames ``first..last`` (from the keyframe at or before ``first``),
+    remuxed. Returns the MP4 bytes and the frame index of each packet's picture, in presentation order."""
+    if not 0 <= first <= last < video.probe.num_frames:
+        raise VideoError(video.uri, f"segment frames {first}..{last} outside 0..{video.probe.num_frames - 1}")
+    probe = video.probe
+    needed = set(range(first, last + 1))
+    indices: list[int] = []
+    buffer = io.BytesIO()
+    try:
+        with av.open(video.open(), mode="r") as source:
+            stream = source.streams.video[0]
+            if first > 0:
+                source.seek(probe.frame_pts(first), stream=stream, backward=True, any_frame=False)
+            with av.open(buffer, mode="w", format="mp4", options=_MUX_OPTIONS) as out:
+                target = out.add_stream_from_template(stream)
+                for packet in source.demux(stream):
+                    if packet.pts is None or not packet.size:
+                        continue
+                    index = round((packet.pts - probe.start_pts) * probe.time_base * probe.fps)
+                    if not indices and (not packet.is_keyframe or index > first):
+                        raise VideoError(video.uri, f"no keyframe at or before frame {first} (first packet: "
+                                                    f"frame {index}, keyframe={packet.is_keyframe})")
+                    packet.stream = target
+                    out.mux(packet)
+                    indices.append(index)
+                    needed.discard(index)
+                    if not needed:
+                        break
+    except av.error.FFmpegError as exc:
+        raise VideoError(video.uri, f"cutting frames {first}..{last} failed: {exc}") from exc
+    if needed:
+        raise VideoError(video.uri, f"frames {sorted(needed)[:3]}... have no packet")
+    return buffer.getvalue(), sorted(indices)
+
+
+def decode_segment(data: bytes, expected: int, where: str) -> list[np.ndarray]:
+    """Every picture of a segment as RGB, in presentation order; ``expected`` of them, else a ValueError
+    naming ``where`` (the sample and camera)."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{where}: corrupt video segment: {exc}") from exc
+    if len(frames) != expected:
+        raise ValueError(f"{where}: video segment decodes to {len(frames)} frames, its sample lists {expected}")
+    return frames

@@ -1,0 +1,1 @@
+"""Pictures of the data: a self-contained HTML dataset report and an episode viewer (plotly, PyAV, rerun-sdk)."""

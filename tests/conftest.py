@@ -75,6 +75,22 @@ def sample_view(sample_store):
     return store, view_id, view
 
 
+LETTERBOX_PAD = 17  # not black: padding that equals it is the fill, not dark content
+
+
+@pytest.fixture(scope="session")
+def letterbox_view(sample_store):
+    """A 224x224 letterboxed (resize="pad") view of the sample store's high camera: (store, view id, config)."""
+    from jobs.shard import run_shard
+    from pipeline.shards import ViewConfig
+
+    store, _ = sample_store
+    view = ViewConfig(cameras=("cam_high",), height=224, width=224, segment_steps=64, resize="pad",
+                      pad_value=LETTERBOX_PAD, decoder="pyav")
+    _, view_id = run_shard(str(store), view)
+    return store, view_id, view
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API (moto's server) on loopback; yields (endpoint_url, storage_options)."""

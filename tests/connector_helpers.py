@@ -6,8 +6,8 @@ import numpy as np
 
 from jobs.ingest import run_ingest
 from pipeline.ingest import IngestConfig
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from pipeline.video import EncodeConfig, PyAVDecoder
 from schemas import Episode, EpisodeMeta, StepArrays, make_episode_id, table_to_metas
 

@@ -23,6 +23,18 @@ def decode_all_frames(path: str | Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
+# swscale flags of a view's default scaler, spelled with libswscale's own constants (swscale.h):
+# SWS_AREA 0x20, SWS_FULL_CHR_H_INT 0x2000, SWS_ACCURATE_RND 0x40000, SWS_BITEXACT 0x80000.
+SWS_VIEW_SHRINK = 0x20 | 0x2000 | 0x40000 | 0x80000
+
+
+def decode_all_frames_scaled(path: str | Path, height: int, width: int) -> list[np.ndarray]:
+    """Every frame resized the way a ``scaler="swscale"`` view shrinks it: one swscale pass on the picture."""
+    with av.open(str(path)) as container:
+        return [frame.reformat(width, height, format="rgb24", interpolation=SWS_VIEW_SHRINK).to_ndarray()
+                for frame in container.decode(video=0)]
+
+
 def resize_like_view(image: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (height, width):

@@ -141,7 +141,7 @@ def test_swapped_aloha_cameras_export_in_true_colours(tmp_path, ray_session, lay
     import av
 
     from pipeline.export import ExportConfig, export_lerobot
-    from pipeline.versions import resolve
+    from pipeline.store.versions import resolve
 
     root = tmp_path / "aloha"
     root.mkdir()

@@ -247,7 +247,7 @@ def test_real_bridge_sample_counts_and_values():
 
 
 def test_real_bridge_episode_through_the_store(tmp_path):
-    from pipeline.store import EpisodeStore
+    from pipeline.store.episodes import EpisodeStore
 
     connector = get_connector("rlds")
     ref = connector.discover(str(BRIDGE)).refs[7]

@@ -101,7 +101,7 @@ def test_absent_image_chunks_are_missing_image_data_not_black_frames(tmp_path):
 
 
 def test_real_pusht_counts_and_values(tmp_path):
-    from pipeline.store import EpisodeStore
+    from pipeline.store.episodes import EpisodeStore
 
     group = zarr.open_group(str(PUSHT), mode="r")
     ends = group["meta/episode_ends"][:]

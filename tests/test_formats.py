@@ -72,8 +72,8 @@ def test_options_from_file_and_pairs(tmp_path):
 
 
 def test_cli_ingest_passes_options_to_the_connector(tmp_path, ray_session):
-    from pipeline.store import EpisodeStore
-    from pipeline.versions import load_catalog, resolve
+    from pipeline.store.episodes import EpisodeStore
+    from pipeline.store.versions import load_catalog, resolve
     from schemas import table_to_metas
 
     options = tmp_path / "zarr.yaml"

@@ -88,7 +88,7 @@ def test_second_ingest_gives_the_same_version_and_decodes_nothing(sample_store, 
 def test_validation_failure_never_writes_objects(tmp_path, bad):
     from fractions import Fraction
 
-    from pipeline.store import EpisodeStore
+    from pipeline.store.episodes import EpisodeStore
     from schemas import CameraInfo, Episode, EpisodeMeta, EpisodeValidationError, FrameSequence, StepArrays
 
     n = 4

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.store import EpisodeStore
+from pipeline.store.episodes import EpisodeStore
 from pipeline.video import EncodeConfig, PyAVDecoder, VideoInput, probe_video
 from pipeline.video.mjpeg import PASSTHROUGH_PARAMS, JpegError, mux_jpeg_frames, parse_jpeg
 from pipeline.video.router import Devices, RouterConfig, may_use_gpu, route_stream
@@ -283,7 +283,7 @@ def test_cli_switches_passthrough_off_and_picks_the_preset(ray_session, tmp_path
     from typer.testing import CliRunner
 
     from jobs.cli import app
-    from pipeline.versions import load_catalog, resolve
+    from pipeline.store.versions import load_catalog, resolve
     from schemas import table_to_metas
 
     source = write_rlds(tmp_path, {0: [jpeg(textured(t)) for t in range(5)]})

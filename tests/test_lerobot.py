@@ -11,8 +11,8 @@ from connectors import DatasetError, get_connector
 from connectors.base import SourceError
 from connectors.fsutil import join_inside
 from connectors.lerobot.layout import format_template
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import make_episode_id, table_to_metas
 from tests.conftest import LEROBOT_V20, LEROBOT_V21, LEROBOT_V30
 from tests.helpers import decode_all_frames, lerobot_source_episodes
@@ -50,15 +50,25 @@ def test_every_state_and_action_is_stored_exactly_in_source_dtype(ingested, name
         assert steps.state.dtype == expected["state"].dtype and steps.action.dtype == expected["action"].dtype
         assert np.array_equal(steps.state, expected["state"]) and np.array_equal(steps.action, expected["action"])
         assert meta.num_steps == len(expected["state"])
-        assert np.array_equal(steps.timestamp_ns, np.round(np.arange(meta.num_steps) * 1e9 / float(meta.control_fps)))
+        seconds = expected["table"].column("timestamp").to_numpy()
+        assert np.array_equal(steps.timestamp_ns, np.rint(seconds.astype(np.float64) * 1e9).astype(np.int64))
+        # Integer ns cannot carry GR00T's float64 seconds bit for bit: those are kept as they are too.
+        assert np.array_equal(steps.extras.get("timestamp", seconds), seconds) and seconds.dtype == (
+            np.float64 if name == "v2.0" else np.float32)
+        shift = 1 if name == "v2.0" else 0  # GR00T's demo: timestamps start at 0.05 s, step i -> frame i + 1
         for cam in meta.cameras:
             assert cam.num_frames == meta.num_steps
-            assert np.array_equal(steps.frame_index[cam.name], np.arange(meta.num_steps))
+            pairing = np.arange(shift, meta.num_steps + shift)
+            pairing[pairing >= meta.num_steps] = -1
+            assert np.array_equal(steps.frame_index[cam.name], pairing)
 
 
 def test_gr00t_v20_quirks(ingested):
     store, report = ingested["v2.0"]
     assert any("observation.images.egoview" in w and "skipped" in w for w in report.warnings)
+    assert any("camera ego_view" in w and "offset from the video by +1 frame(s) in 5 episode(s)" in w
+               for w in report.warnings)
+    assert any("camera ego_view: 5 step(s) in 5 episode(s) have no frame" in w for w in report.warnings)
     s, metas = _metas(store)
     assert {c.name for m in metas for c in m.cameras} == {"ego_view"}
     assert [m.num_steps for m in sorted(metas, key=lambda m: int(m.source_key))] == [416, 470, 470, 412, 328]
@@ -73,6 +83,11 @@ def test_gr00t_v20_quirks(ingested):
         assert [meta.tasks[i] for i in steps.task_index] == wanted  # GR00T annotation -> per-step instruction
         validity = [tasks[i] for i in table.column("annotation.human.validity").to_pylist()]
         assert [meta.tasks[i] for i in steps.extras["annotation.human.validity"]] == validity
+        # the instruction column is kept under its own name too (GR00T reads annotations by name)
+        assert [meta.tasks[i] for i in steps.extras["annotation.human.action.task_description"]] == wanted
+        source_modality = json.loads((LEROBOT_V20 / "meta/modality.json").read_text())
+        assert json.loads(meta.extras["lerobot.modality"]) == source_modality
+        assert meta.extras["lerobot.dtype.timestamp"] == meta.extras["lerobot.dtype.next.reward"] == "float64"
         assert meta.extras["lerobot.timestamp_offset_ns"] == "49999952"  # timestamps start at 0.05 s
         assert steps.is_terminal[-1] and not steps.is_terminal[:-1].any()  # next.done
         assert steps.reward[-1] == 1.0

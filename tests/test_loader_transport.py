@@ -8,10 +8,10 @@ import torch
 
 from pipeline.loaders import ResumableLoader, ViewSource, VLAConfig, VLADataset, WAMConfig, WAMDataset, make_loader
 from pipeline.shards import ViewConfig
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import table_to_metas
-from tests.helpers import decode_all_frames, resize_like_view
+from tests.helpers import decode_all_frames_scaled
 
 
 def test_buffered_loader_yields_the_plain_loaders_batches(sample_view):
@@ -67,6 +67,6 @@ def test_raw_frames_are_the_resized_source_frames_exactly(raw_view, sample_sourc
             cam = meta.camera(name)
             path = s.objects.abspath(cam.video_path)
             if path not in decoded:
-                decoded[path] = decode_all_frames(path)
-            expected = resize_like_view(decoded[path][cam.frame_start + int(step)], view.height, view.width)
+                decoded[path] = decode_all_frames_scaled(path, view.height, view.width)
+            expected = decoded[path][cam.frame_start + int(step)]
             assert np.array_equal(batch["images"][b, c].permute(1, 2, 0).numpy(), expected)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.samples import SampleSpec, write_sample_dataset
-from pipeline.store import EpisodeStore
-from pipeline.versions import resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import resolve
 from tests.conftest import REPO, free_port
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -160,7 +160,8 @@ def clips(tmp_path_factory):
     }
 
 
-VIEW = ViewConfig(height=60, width=80)
+# the scaler the GPU resize reproduces: a fallback file then gets the bytes the GPU would have written
+VIEW = ViewConfig(height=60, width=80, scaler="opencv")
 FAKE_GPU = Devices(1, H100, (fakes.FLAKY,))
 
 

@@ -137,6 +137,7 @@ def test_safe_names_have_no_dots():
         (lambda e: setattr(e.meta, "kind", "real"), "kind", "'real'"),
         (lambda e: setattr(e.steps, "state", e.steps.state[:, :2]), "state", "2 dims but 3 names"),
         (lambda e: e.steps.timestamp_ns.__setitem__(3, e.steps.timestamp_ns[2]), "timestamp_ns", "step 3"),
+        (lambda e: e.steps.timestamp_ns.__setitem__(0, -1), "timestamp_ns", "must not be negative"),
         (lambda e: e.steps.frame_index.__setitem__("top", np.full(20, 25, np.int32)), "frame.top", "out of"),
         (lambda e: setattr(e.steps, "task_index", np.full(20, 5, np.int32)), "task_index", "[-1, 2)"),
         (lambda e: setattr(e.meta, "state_dtype", "float32"), "state", "dtype float64"),
@@ -151,6 +152,12 @@ def test_validation_names_episode_field_and_problem(mutate, field, needle):
     assert info.value.field == field
     assert needle in str(info.value)
     assert info.value.episode in str(info.value)
+
+
+def test_a_source_clock_that_starts_late_is_kept():
+    episode = make_episode()
+    episode.steps.timestamp_ns = episode.steps.timestamp_ns + 50_000_000  # GR00T's demo starts at 0.05 s
+    validate_episode(episode)
 
 
 def test_masked_nan_is_allowed_and_synthetic_needs_lineage():

@@ -13,13 +13,15 @@ import pytest
 import tests.fake_backends as fakes
 from jobs.shard import run_shard
 from pipeline.shards import ViewConfig
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from pipeline.video.backends import cuda_device_count
 from pipeline.video.router import Devices
 from schemas import table_to_metas
 
-VIEW = ViewConfig(height=96, width=128, segment_steps=16, max_action_horizon=8, target_shard_bytes=400_000)
+# scaler="opencv": the CPU scaler the GPU resize reproduces, so GPU, fallback and CPU-only runs agree byte for byte
+VIEW = ViewConfig(height=96, width=128, segment_steps=16, max_action_horizon=8, target_shard_bytes=400_000,
+                  scaler="opencv")
 FAKE_GPU = {"devices": Devices(1, (9, 0), (fakes.FLAKY, fakes.MISSING)), "backend_modules": ("tests.fake_backends",)}
 
 

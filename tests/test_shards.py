@@ -14,8 +14,8 @@ import webdataset as wds
 
 from pipeline.loaders import ViewSource, VLAConfig, VLADataset
 from pipeline.shards import ShardIndex
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import table_to_metas
 
 

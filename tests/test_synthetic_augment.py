@@ -17,10 +17,10 @@ from jobs.ingest import run_ingest
 from pipeline.augment import CallPolicy, GeneratorServer, PlanOptions, QualityConfig, ReferenceGenerator
 from pipeline.augment.quality import check_result
 from pipeline.augment.request import REQUEST_FORMAT, GenerationRequest, GenerationResult
-from pipeline.catalog import CatalogQuery
 from pipeline.samples import read_frame_code
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, read_manifest, ref_head, resolve
+from pipeline.store.catalog import CatalogQuery
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, read_manifest, ref_head, resolve
 from pipeline.video import PyAVDecoder
 from schemas import table_to_metas
 from tests.helpers import decode_all_frames

@@ -10,8 +10,8 @@ import pytest
 
 from connectors import DatasetError, SourceError, detect_format, get_connector
 from jobs.ingest import run_ingest
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import table_to_metas
 from tests.conftest import REAL
 from tests.synthetic_helpers import video_file, write_json

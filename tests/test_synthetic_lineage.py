@@ -9,8 +9,8 @@ import pytest
 from jobs.ingest import run_ingest
 from jobs.versions import run_append
 from pipeline.lineage import PARENT_DATASET, PARENT_SOURCE_KEY, RESOLVED, resolve_parents
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, read_manifest, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, read_manifest, resolve
 from schemas import Lineage, make_episode_id, table_to_metas
 from tests.synthetic_helpers import small_dataset, video_file, write_json
 
@@ -68,7 +68,7 @@ def test_ambiguous_and_missing_references_stay_unresolved(store_with_real):
             replace(template, episode_id="child-3", extras={PARENT_SOURCE_KEY: real[0].source_key,
                                                              PARENT_DATASET: real[0].dataset}),
             replace(template, episode_id="child-4", lineage=Lineage(parent_episode_id="gone-1"))]
-    from pipeline.derive import append_manifest, classify
+    from pipeline.store.derive import append_manifest, classify
 
     with_twin = append_manifest(store, None, manifest, classify({}, set(), [twin]), {"job": "test"})
     resolved, report = resolve_parents(store, with_twin, asks)

@@ -13,8 +13,8 @@ from jobs.shard import run_shard
 from jobs.versions import run_append
 from pipeline.loaders import SampleFilter, ViewSource, VLAConfig, VLADataset, by_kind
 from pipeline.shards import ViewConfig
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import table_to_metas
 from tests.synthetic_helpers import dreamgen_dataset, small_dataset
 

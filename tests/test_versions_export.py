@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import LEROBOT_V30
 
-from pipeline.catalog import CatalogQuery
 from pipeline.export import ExportConfig, ExportError, export_lerobot
 from pipeline.export.lerobot_meta import name_groups
 from pipeline.samples import SampleSpec, write_sample_dataset
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.catalog import CatalogQuery
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from pipeline.video import PyAVDecoder
 from schemas import table_to_metas
 

@@ -22,17 +22,17 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.catalog import RECORDED_AT, CatalogQuery, catalog_summary, episode_objects, read_catalog_table
-from pipeline.derive import delete_episodes, select_version
-from pipeline.gc import collect_garbage
-from pipeline.history import diff_versions, version_log
 from pipeline.loaders import ViewSource, VLAConfig, VLADataset
-from pipeline.refs import delete_ref, set_ref
 from pipeline.samples import SampleSpec, write_sample_dataset
 from pipeline.shards import ViewConfig, load_view
-from pipeline.store import EpisodeStore
-from pipeline.verify import verify_store
-from pipeline.versions import VersionManifest, commit_version, load_catalog, read_manifest, resolve
+from pipeline.store.catalog import RECORDED_AT, CatalogQuery, catalog_summary, episode_objects, read_catalog_table
+from pipeline.store.derive import delete_episodes, select_version
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.gc import collect_garbage
+from pipeline.store.history import diff_versions, version_log
+from pipeline.store.refs import delete_ref, set_ref
+from pipeline.store.verify import verify_store
+from pipeline.store.versions import VersionManifest, commit_version, load_catalog, read_manifest, resolve
 from schemas import make_episode_id, table_to_metas
 
 SPEC = SampleSpec(num_episodes=6, layout="v2.1", height=96, width=128, min_steps=30, max_steps=40, seed=3)
@@ -316,7 +316,7 @@ def test_cli_log_show_diff_tag(history):
     v1, v2 = history["versions"][:2]
     out = runner.invoke(_cli(), ["versions", "log", "latest", "--store", store, "--json"])
     assert out.exit_code == 0, out.output
-    assert [e["version_id"] for e in json.loads(out.output)] == history["versions"][::-1]
+    assert [e["version_id"] for e in json.loads(out.output)["versions"]] == history["versions"][::-1]
     out = runner.invoke(_cli(), ["versions", "diff", v1, v2, "--store", store, "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["added"] == sorted([eid(4), eid(5)])
     out = runner.invoke(_cli(), ["versions", "show", "latest", "--store", store, "--json"])

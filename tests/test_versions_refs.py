@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.gc import collect_garbage  # noqa: E402
-from pipeline.refs import RefConflict, read_head, ref_log, update_ref  # noqa: E402
-from pipeline.store import EpisodeStore  # noqa: E402
-from pipeline.versions import VersionManifest, commit_version, read_manifest, ref_head, resolve  # noqa: E402
+from pipeline.store.episodes import EpisodeStore  # noqa: E402
+from pipeline.store.gc import collect_garbage  # noqa: E402
+from pipeline.store.refs import RefConflict, read_head, ref_log, update_ref  # noqa: E402
+from pipeline.store.versions import VersionManifest, commit_version, read_manifest, ref_head, resolve  # noqa: E402
 from schemas import EpisodeMeta  # noqa: E402
 
 COMMITS = 20
@@ -176,8 +176,14 @@ def test_killed_mid_commit_leaves_a_complete_version(tmp_path):
     store = EpisodeStore(uri)
     commit_version(store, _manifest(store, None, "base"), "main")
     for delay in (0.6, 0.9, 1.2, 1.5, 1.8):
+        landed = len(ref_log(store.objects, "main"))
         proc = subprocess.Popen([sys.executable, __file__, "committer", uri, "1000"], cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+        # The delays count from the committer's first landed commit, so a slow start (a loaded machine spends
+        # seconds on imports) cannot turn the test into killing a process that never committed.
+        deadline = time.monotonic() + 120
+        while len(ref_log(store.objects, "main")) == landed and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -11,10 +11,11 @@ import torch
 from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader
 from pipeline.samples import read_frame_code
 from pipeline.shards import ViewConfig
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import make_episode_id, safe_name, table_to_metas
 from tests.conftest import LEROBOT_V20, LEROBOT_V21, LEROBOT_V30
+from tests.consumer_readers import nearest_frames, video_frame_times
 from tests.helpers import decode_all_frames, lerobot_source_episodes, psnr, resize_like_view
 
 H = 50
@@ -145,8 +146,14 @@ def _check_frame(path, name, entry, sample, step, view) -> int:
         if not video.exists():
             continue
         frames = decode_all_frames(video)
-        expected = resize_like_view(frames[offset + step], view.height, view.width)
         cams = ["ego_view"] if name == "v2.0" else (["cam_high"] if name == "v2.1" else ["top", "wrist"])
+        # the source's pairing: the frame nearest from_timestamp + timestamp (GR00T's demo: step i -> frame i+1)
+        query = offset / info["fps"] + entry["table"].column("timestamp")[step].as_py()
+        frame = int(nearest_frames(np.array([query]), video_frame_times(video))[0])
+        if frame < 0:
+            assert not sample["image_mask"][cams.index(short)]
+            continue
+        expected = resize_like_view(frames[frame], view.height, view.width)
         got = sample["images"][cams.index(short)].permute(1, 2, 0).numpy()
         assert psnr(got, expected) >= 40.0, (name, camera_key, step, psnr(got, expected))
         checked += 1
@@ -214,7 +221,14 @@ def test_per_sample_mode_yields_unbatched_samples(sample_view):
     assert batch["images"].shape == (5, 2, 3, view.height, view.width)
 
 
-def test_action_horizon_beyond_the_view_lookahead_is_refused(sample_view):
+def test_action_horizon_beyond_the_view_lookahead_reads_the_next_segments(sample_view, sample_source,
+                                                                           sample_episodes):
     store, view_id, _ = sample_view
-    with pytest.raises(ValueError, match="max_action_horizon"):
-        VLADataset(ViewSource(str(store), view_id), VLAConfig(action_horizon=H + 1))
+    dataset = VLADataset(ViewSource(str(store), view_id), VLAConfig(action_horizon=H + 50, batch_size=16, seed=1,
+                                                                    cameras=()))
+    ids = {make_episode_id(safe_name(sample_source.name), str(i)): i for i in sample_episodes}
+    for key, sample in _by_key(_all_batches(dataset)[:4]).items():
+        episode_id, step = key.split(":")
+        actions = sample_episodes[ids[episode_id]]["action"]
+        rows = np.minimum(np.arange(int(step), int(step) + H + 50), len(actions) - 1)
+        assert torch.equal(sample["actions"], torch.from_numpy(actions[rows].astype(np.float32)))

@@ -11,8 +11,8 @@ import torch
 from pipeline.loaders import ViewSource, WAMConfig, WAMDataset
 from pipeline.loaders.wam import frame_stride
 from pipeline.samples import read_frame_code
-from pipeline.store import EpisodeStore
-from pipeline.versions import load_catalog, resolve
+from pipeline.store.episodes import EpisodeStore
+from pipeline.store.versions import load_catalog, resolve
 from schemas import make_episode_id, safe_name, table_to_metas
 from tests.helpers import decode_all_frames, lerobot_source_episodes, psnr, resize_like_view
 

@@ -1,5 +1,6 @@
 """GPU vs all CPU cores: frames/s for decode alone and for the shard path (decode -> 224x224 resize ->
-JPEG q95 4:4:4), for H.264, HEVC and AV1 at 480p, 720p and 1080p, same machine, same run.
+JPEG q95 4:4:4; the default one-pass swscale resize and the old RGB + OpenCV one), for H.264, HEVC and
+AV1 at 480p, 720p and 1080p, same machine, same run.
 
     python -m bench.gpu_decode [--frames 150] [--repeat 2] [--backends pyav,torchcodec-cpu,nvcodec,...]
 
@@ -34,6 +35,8 @@ from pipeline.video.pool import ACTORS_PER_GPU
 CODECS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
 VIEW = ViewConfig(height=224, width=224, jpeg_quality=95, jpeg_subsampling="444")
+VIEWS = {"shard": VIEW, "shard_opencv": ViewConfig(height=224, width=224, scaler="opencv")}
+MODES = ("decode", "shard", "shard_opencv")  # shard_opencv: decode -> full-size RGB -> OpenCV resize (the old path)
 FPS = 30
 
 
@@ -88,8 +91,8 @@ def _run(task: tuple[str, str, str, int]) -> int:
     indices = list(range(video.probe.num_frames))
     done = 0
     for _ in range(repeat):
-        if mode == "shard":
-            done += len(pipeline_for(decoder).encode_video(video, indices, VIEW))
+        if mode in VIEWS:
+            done += len(pipeline_for(decoder).encode_video(video, indices, VIEWS[mode]))
         elif hasattr(decoder, "batches") and str(getattr(decoder, "device", "cpu")).startswith("cuda"):
             for chunk, _batch in decoder.batches(video, indices, 16):
                 done += len(chunk)
@@ -145,12 +148,14 @@ def main() -> None:
                 best: dict[tuple[str, str], float] = {}
                 for _ in range(args.rounds):  # interleaved, so a busy spell hits every backend alike
                     for backend in runnable:
-                        for mode in ("decode", "shard"):
+                        for mode in MODES:
                             fps = measure(pools[workers[backend]], backend, path, mode, workers[backend], args.repeat)
                             best[backend, mode] = max(best.get((backend, mode), 0.0), fps)
                 for backend in runnable:
                     row = {"codec": codec, "size": size, "backend": backend, "workers": workers[backend]}
-                    for mode in ("decode", "shard"):
+                    row["shard_x_decode"] = round(best[backend, "shard"] / best[backend, "decode"], 2)
+                    row["opencv_x_decode"] = round(best[backend, "shard_opencv"] / best[backend, "decode"], 2)
+                    for mode in MODES:
                         row[f"{mode}_fps"] = round(best[backend, mode], 1)
                         base = best.get(("pyav", mode))
                         row[f"{mode}_x_pyav"] = round(best[backend, mode] / base, 2) if base else None
@@ -174,15 +179,19 @@ def _line(row: dict) -> str:
     ratio = _ratio
     return (f"{row['codec']:5} {row['size']:6} {row['backend']:16} x{row['workers']:<3} "
             f"decode {row['decode_fps']:8.1f} f/s ({ratio(row['decode_x_pyav'])})   "
-            f"shard path {row['shard_fps']:8.1f} f/s ({ratio(row['shard_x_pyav'])})")
+            f"shard path {row['shard_fps']:8.1f} f/s ({ratio(row['shard_x_pyav'])}, "
+            f"{row['shard_x_decode']:.2f}x own decode; "
+            f"OpenCV-resize path {row['opencv_x_decode']:.2f}x)")
 
 
 def _table(rows: list[dict]) -> None:
-    print("\n| codec | size | backend | processes | decode f/s | vs PyAV | shard path f/s | vs PyAV |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| codec | size | backend | processes | decode f/s | vs PyAV | shard path f/s | vs PyAV | "
+          "shard / decode | old path (RGB + OpenCV) / decode |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['codec']} | {r['size']} | {r['backend']} | {r['workers']} | {r['decode_fps']} | "
-              f"{r['decode_x_pyav'] or '-'} | {r['shard_fps']} | {r['shard_x_pyav'] or '-'} |")
+              f"{r['decode_x_pyav'] or '-'} | {r['shard_fps']} | {r['shard_x_pyav'] or '-'} | "
+              f"{r['shard_x_decode']} | {r['opencv_x_decode']} |")
 
 
 if __name__ == "__main__":

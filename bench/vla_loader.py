@@ -1,6 +1,13 @@
 """VLA loader throughput vs a decode-per-sample baseline, same run, same machine; and memory at 1x vs 10x.
 
     python -m bench.vla_loader [--batches 150] [--baseline-batches 8]
+    python -m bench.vla_loader --suite windows [--batches 40]
+
+``--suite windows`` (time offsets, map-style access, look-ahead cost), each against a baseline in the
+same run: (1) history of 2 frames x 2 cameras + state [-1, 0] + a 100-step action chunk vs today's
+single frame + 50-step chunk, in decoded frames per second; (2) map-style random access
+(``VLAMapDataset`` + a shuffled sampler) vs the decode-per-sample baseline below, in samples per second;
+(3) shard bytes with a 100-step vs a 64-step stored look-ahead.
 
 ActionReel: DataLoader(VLADataset) with 2 workers, batch 32, H = 50, 2 cameras, from shards.
 Baseline: what LeRobot-style loaders do: a map-style dataset that, per sample and camera, opens the
@@ -25,7 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from bench.common import max_rss_mb, prepared_store, prepared_view, write_result
-from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader
+from pipeline.loaders import ViewSource, VLAConfig, VLADataset, VLAMapDataset, make_loader
 from pipeline.samples import CAMERAS
 from pipeline.shards import ViewConfig
 from pipeline.video import resize_frame
@@ -105,6 +112,69 @@ def baseline_rate(source: Path, height: int, width: int, batches: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
+HISTORY = {"cameras": [-1, 0], "state": [-1, 0], "action": list(range(100))}
+
+
+def frames_rate(source: ViewSource, config: VLAConfig, batches: int, warmup: int = 3) -> float:
+    """Decoded frames per second of the batching loader (2 workers, reused buffers)."""
+    seen, epoch, started = 0, 0, None
+    while True:
+        dataset = VLADataset(source, config, epoch=epoch)
+        for number, batch in enumerate(make_loader(dataset, num_workers=2, reuse_buffers=True)):
+            if started is None and number + 1 == warmup:
+                started = time.perf_counter()
+                continue
+            if started is not None:
+                seen += int(np.prod(batch["image_mask"].shape))
+                if seen >= batches * int(np.prod(batch["image_mask"].shape)):
+                    return seen / (time.perf_counter() - started)
+        epoch += 1
+
+
+def map_style_rate(source: ViewSource, batches: int) -> float:
+    """Samples per second of random access: ``VLAMapDataset`` under a shuffled torch sampler."""
+    dataset = VLAMapDataset(source, VLAConfig(batch_size=None, action_horizon=HORIZON))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2,
+                                         generator=torch.Generator().manual_seed(0))
+    iterator = iter(loader)
+    next(iterator)
+    started, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        seen += next(iterator)["state"].shape[0]
+    return seen / (time.perf_counter() - started)
+
+
+def view_bytes(store: Path, view_id: str) -> int:
+    manifest = json.loads((store / f"views/{view_id}/view.json").read_text())
+    return sum(int(shard["tar_bytes"]) for shard in manifest["shards"])
+
+
+def windows_suite(batches: int, baseline_batches: int) -> dict:
+    source_path, store = prepared_store()
+    view = ViewConfig(height=224, width=224, target_shard_bytes=256_000_000, decoder="pyav")
+    view_id = prepared_view(store, view)
+    source = ViewSource(str(store), view_id)
+    single = frames_rate(source, VLAConfig(batch_size=BATCH, action_horizon=HORIZON), batches)
+    history = frames_rate(source, VLAConfig(batch_size=BATCH, delta_steps=HISTORY), batches // 2)
+    mapped = map_style_rate(source, batches)
+    baseline = baseline_rate(source_path, 224, 224, baseline_batches)
+    short, long = (prepared_view(store, ViewConfig(cameras=(), max_action_horizon=h, decoder="pyav"))
+                   for h in (64, 100))
+    extra = view_bytes(store, long) - view_bytes(store, short)
+    result = {
+        "single_frame_frames_per_s": round(single, 1),
+        "history_2x2_chunk100_frames_per_s": round(history, 1),
+        "history_vs_single_ratio": round(history / single, 3),
+        "map_style_random_samples_per_s": round(mapped, 1),
+        "decode_per_sample_baseline_samples_per_s": round(baseline, 1),
+        "map_style_vs_baseline_ratio": round(mapped / baseline, 1),
+        "lookahead_100_vs_64_extra_bytes": extra,
+        "lookahead_extra_vs_view_bytes": round(extra / view_bytes(store, view_id), 5),
+    }
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
 def scaled_view(store: Path, view_id: str, factor: int) -> str:
     """A view listing the same shards ``factor`` times (and a sample table to match): a dataset factor x
     larger as far as the loader can tell, without writing factor x the bytes."""
@@ -153,9 +223,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--baseline-batches", type=int, default=6)
+    parser.add_argument("--suite", choices=["codecs", "windows"], default="codecs")
     args = parser.parse_args()
-    source, store = prepared_store()
     torch.set_num_threads(1)
+    if args.suite == "windows":
+        print(f"results: {write_result('vla_loader_windows', windows_suite(args.batches, args.baseline_batches))}")
+        return
+    source, store = prepared_store()
     results = {}
     for height, width in ((480, 640), (224, 224)):
         base = baseline_rate(source, height, width, args.baseline_batches)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-formats bench-gpu bench-augment clean
+.PHONY: demo test browser bench bench-formats bench-gpu bench-augment bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/actionreel demo --out demo-output
 
-test: $(STAMP)
+# Headless Chromium for tests/test_browser.py: installed when missing; where it cannot be, those tests skip.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "no apt-get: browser tests will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	($$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver) \
+	  || echo "could not install chromium: browser tests will skip"
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -30,6 +38,9 @@ bench-gpu: $(STAMP)
 
 bench-augment: $(STAMP)
 	$(BIN)/python -m bench.augment
+
+bench-report: $(STAMP)
+	$(BIN)/python -m bench.report
 
 bench-formats: $(STAMP)
 	$(BIN)/python -m bench.ingest_formats

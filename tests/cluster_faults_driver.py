@@ -16,8 +16,10 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
+import psutil
 import ray
 from ray.cluster_utils import Cluster
 
@@ -32,17 +34,19 @@ from pipeline.store.episodes import EpisodeStore  # noqa: E402
 WORKER_CPUS = 1
 
 
-class NodeKiller(threading.Thread):
+class NodeKiller:
     """Kills one worker node (its raylet and every worker process on it) once the job has visibly made
-    progress on the store, then adds a fresh node so the cluster keeps its size, as an autoscaler would."""
+    progress on the store, then adds a fresh node so the cluster keeps its size, as an autoscaler would.
+
+    The job runs in a thread and the watching in the main thread: starting a node installs signal
+    handlers, which Python allows only there."""
 
     def __init__(self, cluster: Cluster, victim, store: EpisodeStore, prefix: str, suffix: str, after: int) -> None:
-        super().__init__(daemon=True)
         self.cluster, self.victim, self.store = cluster, victim, store
         self.prefix, self.suffix, self.after = prefix, suffix, after
         self.killed_at_progress = -1
         self.error = ""
-        self.done = threading.Event()
+        self.victim_alive = True
 
     def _progress(self) -> int:
         fs, base = self.store.fs, self.store.objects.abspath(self.prefix)
@@ -51,19 +55,56 @@ class NodeKiller(threading.Thread):
         except FileNotFoundError:
             return 0
 
-    def run(self) -> None:
-        while not self.done.is_set():
+    def _victim_alive_after(self, seconds: float) -> bool:
+        """Whether a process of the killed node (its raylet, a worker it started) is alive after ``seconds``.
+
+        They are found by the node's raylet socket, which each names on its command line."""
+        socket_name = self.victim._raylet_socket_name
+        deadline = time.time() + seconds
+        while (alive := self.victim.any_processes_alive() or _processes_naming(socket_name)) and time.time() < deadline:
+            time.sleep(0.2)
+        return bool(alive)
+
+    def run(self, job):
+        """``job()``'s result, with the node killed (and replaced) under it once progress shows."""
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["value"] = job()
+            except BaseException as exc:  # re-raised in the main thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        while thread.is_alive() and self.killed_at_progress < 0:
             self.store.fs.invalidate_cache()
             progress = self._progress()
             if progress >= self.after:
                 self.killed_at_progress = progress
                 try:
                     self.cluster.remove_node(self.victim, allow_graceful=False)
+                    self.victim_alive = self._victim_alive_after(10.0)
                     self.cluster.add_node(num_cpus=WORKER_CPUS)
                 except Exception as exc:  # reported in the result
                     self.error = f"{type(exc).__name__}: {exc}"
-                return
             time.sleep(0.05)
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(text in part for part in proc.info["cmdline"] or []):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def shard_digests(store: EpisodeStore) -> dict[str, str]:
@@ -91,29 +132,30 @@ def main() -> None:
     store = EpisodeStore(uri, options)
     result: dict = {"nodes": len(ray.nodes())}
     try:
-        killer = None
+        ingest = partial(run_ingest, source, uri, storage_options=options, ray_address=cluster.address)
         if kill == "ingest":
             killer = NodeKiller(cluster, workers[0], store, "index/ingested", ".json", after=2)
-            killer.start()
-        report = run_ingest(source, uri, storage_options=options, ray_address=cluster.address)
-        if killer:
-            killer.done.set()
+            report = killer.run(ingest)
             result["killed_at_progress"] = killer.killed_at_progress
             result["killer_error"] = killer.error
-        result |= {"version": report.version_id, "stored": report.stored, "quarantined": len(report.quarantined),
+            result["victim_alive"] = killer.victim_alive
+        else:
+            report = ingest()
+        result |= {"version": report.version_id, "stored": report.stored, "reused": report.reused,
+                   "quarantined": len(report.quarantined),
                    "quarantine_reasons": [q.get("reason", "") for q in report.quarantined],
                    "episodes_in": report.episodes_in}
-        if kill == "shard":
-            killer = NodeKiller(cluster, workers[1], store, "shards", ".tar", after=1)
-            killer.start()
         view = ViewConfig(height=64, width=64, frame_codec="npy", segment_steps=32, target_shard_bytes=1 << 16,
                           min_shards=6)
-        shard_report, view_id = run_shard(uri, view, storage_options=options, ray_address=cluster.address,
-                                          concurrency=2)
-        if killer and kill == "shard":
-            killer.done.set()
+        shard = partial(run_shard, uri, view, storage_options=options, ray_address=cluster.address, concurrency=2)
+        if kill == "shard":
+            killer = NodeKiller(cluster, workers[1], store, "shards", ".tar", after=1)
+            shard_report, view_id = killer.run(shard)
             result["killed_at_progress"] = killer.killed_at_progress
             result["killer_error"] = killer.error
+            result["victim_alive"] = killer.victim_alive
+        else:
+            shard_report, view_id = shard()
         result |= {"view": view_id, "shards": shard_digests(store), "samples": shard_report.extra["samples"]}
         result["alive_nodes"] = sum(n["Alive"] for n in ray.nodes())
     finally:

@@ -52,6 +52,31 @@ def test_clean_run_on_three_nodes_shards_every_episode(clean_run):
     assert clean_run["nodes"] == clean_run["alive_nodes"] == 3  # head + two workers
 
 
+def _assert_same_result(killed: dict, clean: dict) -> None:
+    """A killed node cost nothing: every episode in the version, the same version and view, same bytes."""
+    assert killed["killer_error"] == "" and killed["victim_alive"] is False  # its raylet and workers are gone
+    assert killed["stored"] + killed["reused"] == EPISODES and killed["quarantined"] == 0, killed
+    assert killed["version"] == clean["version"] and killed["view"] == clean["view"]
+    assert killed["samples"] == clean["samples"]
+    assert killed["shards"] == clean["shards"]  # every shard, index, view manifest and sample table
+    # the replacement joined (the dead node may still count as alive until its health checks time out)
+    assert killed["alive_nodes"] >= 3
+
+
+def test_worker_node_killed_mid_ingest_changes_nothing(cluster_source, s3_endpoint, clean_run):
+    killed = _run_driver(cluster_source, s3_endpoint[0], "cluster-kill-ingest", "ingest")
+    # the node went down while episodes were still being ingested (>= 2 done, not all)
+    assert 2 <= killed["killed_at_progress"] < EPISODES, killed
+    _assert_same_result(killed, clean_run)
+
+
+def test_worker_node_killed_mid_shard_changes_nothing(cluster_source, s3_endpoint, clean_run):
+    killed = _run_driver(cluster_source, s3_endpoint[0], "cluster-kill-shard", "shard")
+    tars = [p for p in clean_run["shards"] if p.endswith(".tar")]
+    assert 1 <= killed["killed_at_progress"] < len(tars), killed
+    _assert_same_result(killed, clean_run)
+
+
 def _ray_processes(temp_dir: str) -> list[psutil.Process]:
     """Processes of the Ray whose files live under ``temp_dir`` (their command lines name it)."""
     found = []

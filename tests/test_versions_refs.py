@@ -9,6 +9,7 @@ is then in the ref's linear history exactly once, with the head it read as paren
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -134,6 +135,24 @@ def test_s3_exclusive_create_and_conflict(s3_store):
         commit_version(store, second, "main")
     assert info.value.actual == first
     assert resolve(store, "main")[0] == first
+
+
+def test_s3_object_written_by_another_process_after_a_listing_is_read(s3_store):
+    """A folder this process listed (and fsspec cached) gains an object written elsewhere (a Ray worker):
+    reading it must not answer "not found" from the stale listing."""
+    import s3fs
+
+    uri, options = s3_store
+    store = EpisodeStore(uri, options)
+    store.objects.write_atomic("shards/ab/first.json", b"1")
+    assert store.objects.list_dir("shards/ab") == ["first.json"]
+    store.fs.find(store.objects.abspath("shards"))  # the listing fsspec keeps and answers from
+    elsewhere = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    elsewhere.pipe(store.objects.abspath("shards/ab/second.json"), b"22")
+    assert store.objects.read_bytes("shards/ab/second.json") == b"22"
+    assert store.objects.sha256_of("shards/ab/second.json") == hashlib.sha256(b"22").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        store.objects.read_bytes("shards/ab/absent.json")
 
 
 def test_conflict_then_retry_on_new_head(tmp_path):

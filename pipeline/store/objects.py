@@ -196,15 +196,29 @@ class ObjectStore:
         return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != path})
 
     def read_bytes(self, relative: str) -> bytes:
-        with self.fs.open(self.abspath(relative), "rb") as handle:
+        with self._open_for_read(relative) as handle:
             return handle.read()
 
     def sha256_of(self, relative: str) -> str:
         digest = hashlib.sha256()
-        with self.fs.open(self.abspath(relative), "rb") as handle:
+        with self._open_for_read(relative) as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
+
+    def _open_for_read(self, relative: str) -> BinaryIO:
+        """Open an object, not trusting a cached listing that says it is absent.
+
+        On S3, fsspec answers from the listing it cached when this process last listed the folder; an
+        object another process (a Ray worker) wrote since is then "not found". A miss is asked again,
+        once, of the storage itself.
+        """
+        path = self.abspath(relative)
+        try:
+            return self.fs.open(path, "rb")
+        except FileNotFoundError:
+            self.fs.invalidate_cache(path)
+            return self.fs.open(path, "rb")
 
 
 def _fsync_dir(path: str) -> None:

@@ -201,12 +201,16 @@ def _keep_report(store: EpisodeStore, report: JobReport, faults_before: dict[str
     from pipeline.report import keep_job_report
 
     from_workers = dict(report.storage_retries)
+
+    def counted() -> dict[str, int]:
+        return storage_faults.add(from_workers, storage_faults.since(faults_before))
+
     for _ in range(8):
-        report.storage_retries = storage_faults.add(from_workers, storage_faults.since(faults_before))
+        report.storage_retries = counted()
         keep_job_report(store.objects, report)
-        if storage_faults.add(from_workers, storage_faults.since(faults_before)) == report.storage_retries:
+        if counted() == report.storage_retries:
             return
-    report.storage_retries = storage_faults.add(from_workers, storage_faults.since(faults_before))
+    report.storage_retries = counted()
 
 
 def _commit(store: EpisodeStore, report: JobReport, outcomes: list[IngestOutcome], discovery, format_name: str,

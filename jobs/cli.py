@@ -101,6 +101,7 @@ def formats() -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; usage errors are one line on stderr and exit 2. Returns the exit code."""
     group = typer.main.get_command(app)
+    ray_calls = _ray_calls()
     try:
         result = group.main(args=argv, prog_name="actionreel", standalone_mode=False)
     except TyperException as exc:
@@ -114,14 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    _name_ray_log()
+    _name_ray_log(ray_calls)
     return result if isinstance(result, int) else 0
 
 
-def _name_ray_log() -> None:
-    """The last line names the file holding Ray's own messages, when this run started Ray."""
+def _ray_calls() -> int:
+    raycluster = sys.modules.get("jobs.raycluster")  # not imported for help and argument errors
+    return raycluster.init_calls() if raycluster is not None else 0
+
+
+def _name_ray_log(calls_before: int) -> None:
+    """The last line names the file holding Ray's own messages, when this run used Ray."""
     raycluster = sys.modules.get("jobs.raycluster")
-    if raycluster is not None and raycluster.ray_started():
+    if raycluster is not None and raycluster.init_calls() > calls_before and raycluster.ray_started():
         typer.echo(f"Ray's messages: {raycluster.ray_log_path()}", err=True)
 
 

@@ -19,6 +19,7 @@ import ray.data  # configures Ray Data's loggers now, so that quieting them in i
 _LOG_DIR_ENV = "ACTIONREEL_LOG_DIR"
 _RAY_LOGGERS = ("ray", "ray.data")  # ray.data does not propagate to "ray"
 _state: dict[str, str] = {}
+_calls = [0]  # init_ray calls in this process: the CLI names the log only for a run that used Ray
 
 
 def ray_log_path() -> str:
@@ -33,6 +34,11 @@ def ray_log_path() -> str:
 def ray_started() -> bool:
     """Whether this process has a Ray (so the CLI names the log file)."""
     return "path" in _state and ray.is_initialized()
+
+
+def init_calls() -> int:
+    """How many times jobs asked for Ray in this process (started or reused)."""
+    return _calls[0]
 
 
 def _quiet_ray_loggers() -> None:
@@ -51,6 +57,7 @@ def _quiet_ray_loggers() -> None:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    _calls[0] += 1
     if ray.is_initialized():
         return
     _quiet_ray_loggers()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench bench-formats bench-gpu bench-augment bench-report clean
+.PHONY: demo test browser consumers bench bench-formats bench-gpu bench-augment bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,25 @@ browser:
 	($$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver) \
 	  || echo "could not install chromium: browser tests will skip"
 
-test: $(STAMP) browser
+# LeRobot's own readers for tests/test_real_consumers.py, in a venv of their own (they pin other torch
+# releases than the project's; see tests/consumers/requirements.txt). torchcodec needs FFmpeg's shared
+# libraries. Where they cannot be installed, those tests skip.
+CONSUMERS := .venv-consumers
+consumers: $(CONSUMERS)/.installed
+
+$(CONSUMERS)/.installed: tests/consumers/requirements.txt
+	@if ! ldconfig -p 2>/dev/null | grep -q libavcodec && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  ($$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q ffmpeg) >/dev/null \
+	    || echo "could not install ffmpeg: real-consumer tests will skip"; fi
+	@rm -rf $(CONSUMERS)
+	@($(PY) -m venv $(CONSUMERS) \
+	  && $(CONSUMERS)/bin/pip install -q -r tests/consumers/requirements.txt \
+	  && $(CONSUMERS)/bin/pip install -q --no-deps lerobot==0.4.4 \
+	  && $(CONSUMERS)/bin/pip install -q --no-deps --target $(CONSUMERS)/lerobot-v2.1 lerobot==0.3.3 datasets==3.6.0 \
+	  && touch $@) || (rm -rf $(CONSUMERS); echo "could not build $(CONSUMERS): real-consumer tests will skip")
+
+test: $(STAMP) browser consumers
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -52,6 +52,8 @@ def report(name: str = VERSION, store: str = STORE, storage_options: str = OPTIO
     """Write one self-contained HTML report of a version (works offline; open it in any browser)."""
     import time
 
+    from jobs.cliutil import json_mode
+    from pipeline.progress import JobProgress, terminal_progress
     from pipeline.stats import StatsFormatError
     from pipeline.store.versions import VersionError
     from pipeline.video import VideoError
@@ -64,9 +66,11 @@ def report(name: str = VERSION, store: str = STORE, storage_options: str = OPTIO
         raise _fail(f"--out {out}: folder {parent} does not exist")
     opened = _open_store(store, storage_options)
     started = time.perf_counter()
+    options = ReportOptions(sheet_episodes=sheet_episodes, sheet_frames=sheet_frames)
     try:
-        size = write_report(opened, out, name, diff, ReportOptions(sheet_episodes=sheet_episodes,
-                                                                  sheet_frames=sheet_frames))
+        with JobProgress("report", 0, enabled=terminal_progress() and not json_mode(), unit="thumbnails",
+                         item="sections") as bar:
+            size = write_report(opened, out, name, diff, options, bar)
     except (VersionError, StatsFormatError, VideoError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"report: {out} ({size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")

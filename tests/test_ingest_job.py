@@ -58,6 +58,11 @@ def test_bad_episodes_are_quarantined_with_reasons_and_the_job_exits_0(tmp_path)
     assert reasons["2"]["field"].startswith("cameras.") and "35 steps" not in reasons["2"]["reason"]
     assert "frames but the episode has" in reasons["2"]["reason"]
     assert reasons["3"]["field"] == "action" and "step 7, dim 3" in reasons["3"]["reason"]
+
+    # --strict: the same run (the good episodes reused, the bad ones quarantined again) exits 3, one line says why
+    strict = _run_ingest_cli(str(source), "--store", str(tmp_path / "store"), "--strict")
+    assert strict.returncode == 3, strict.stderr[-3000:]
+    assert "--strict: 3 episodes quarantined (exit 3)" in strict.stderr
     for item in reasons.values():
         assert item["episode_id"] and item["reason"]
     # Nothing half written: every object in the store is complete (no temp files left behind).

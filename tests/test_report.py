@@ -128,6 +128,24 @@ def test_diff_lists_the_synthetic_episodes_as_added(versions, report_page):
     assert '<section id="diff">' in report_page
 
 
+def test_progress_counts_every_section_and_thumbnail(versions, report_page):
+    import io
+
+    from rich.console import Console
+
+    from pipeline.progress import JobProgress
+
+    store_path, _, ingested, _ = versions
+    screen = io.StringIO()
+    bar = JobProgress("report", 0, enabled=True, unit="thumbnails", item="sections",
+                      console=Console(file=screen, force_terminal=True, width=160))
+    with bar:
+        page = render_report(EpisodeStore(str(store_path)), "augmented", diff_against=ingested, progress=bar)
+    assert page == report_page  # drawing progress changes nothing on the page
+    assert bar.episodes == 7 and bar.frames == page.count("<img ") > 0  # six sections and the diff
+    assert "7/7" in screen.getvalue() and f"{bar.frames} thumbnails" in screen.getvalue()
+
+
 def test_page_is_self_contained_with_one_plotly_bundle(report_page):
     from plotly.offline import get_plotlyjs
 

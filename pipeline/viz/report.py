@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from pipeline.progress import JobProgress
 from pipeline.report import job_reports_of
 from pipeline.stats import FeatureStats, QuantileSketch, StatsSet
 from pipeline.store.catalog import scan_catalog
@@ -407,25 +408,33 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 
 def render_report(store: EpisodeStore, name: str = "latest", diff_against: str | None = None,
-                  options: ReportOptions | None = None) -> str:
-    """The whole HTML page of version ``name`` (ref, id or id prefix)."""
+                  options: ReportOptions | None = None, progress: JobProgress | None = None) -> str:
+    """The whole HTML page of version ``name`` (ref, id or id prefix); ``progress`` advances per
+    section, counting the thumbnails decoded (the slow part on large versions)."""
     options = options or ReportOptions()
+    bar = progress or JobProgress("report", 0, enabled=False)
     data = load_version(store, name)
     diff = diff_numbers(store, diff_against, data) if diff_against else None
     nums = numbers(data, diff)
-    sections = [totals_section(nums), contact_sheets(store, data, options), lengths_section(data),
-                stats_section(data, nums, options), reports_section(nums), lineage_section(store, data, nums, options)]
+    stages = [lambda: totals_section(nums), lambda: contact_sheets(store, data, options), lambda: lengths_section(data),
+              lambda: stats_section(data, nums, options), lambda: reports_section(nums),
+              lambda: lineage_section(store, data, nums, options)]
     if diff is not None:
-        sections.insert(1, diff_section(diff, options))
+        stages.insert(1, lambda: diff_section(diff, options))
+    bar.start(len(stages))
+    sections = []
+    for stage in stages:
+        sections.append(stage())
+        bar.advance(1, sections[-1].count("<img "))
     subtitle = (f"version {data.version_id}" + (f" · refs {', '.join(data.refs)}" if data.refs else "")
                 + f" · made by {data.manifest.producer.get('job', '?')} · {store.root}")
     return h.page("ActionReel dataset report", subtitle, "".join(sections) + h.data_block("report-data", nums))
 
 
 def write_report(store: EpisodeStore, out: str, name: str = "latest", diff_against: str | None = None,
-                 options: ReportOptions | None = None) -> int:
+                 options: ReportOptions | None = None, progress: JobProgress | None = None) -> int:
     """Write the page to ``out``; returns its size in bytes."""
-    text = render_report(store, name, diff_against, options).encode("utf-8")
+    text = render_report(store, name, diff_against, options, progress).encode("utf-8")
     with open(out, "wb") as handle:
         handle.write(text)
     return len(text)

@@ -41,6 +41,7 @@ $(CONSUMERS)/.installed: tests/consumers/requirements.txt
 	  && $(CONSUMERS)/bin/pip install -q -r tests/consumers/requirements.txt \
 	  && $(CONSUMERS)/bin/pip install -q --no-deps lerobot==0.4.4 \
 	  && $(CONSUMERS)/bin/pip install -q --no-deps --target $(CONSUMERS)/lerobot-v2.1 lerobot==0.3.3 datasets==3.6.0 \
+	  && $(CONSUMERS)/bin/python -c "import torchcodec.decoders, lerobot.datasets.lerobot_dataset" \
 	  && touch $@) || (rm -rf $(CONSUMERS); echo "could not build $(CONSUMERS): real-consumer tests will skip")
 
 test: $(STAMP) browser consumers

@@ -125,7 +125,9 @@ def main() -> None:
                "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
     uri = f"s3://{bucket}/store"
     os.environ["PYTHONPATH"] = f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"  # the raylets' workers import the repo
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # No dashboard: its module process was seen spinning a core after a node kill and ignoring SIGTERM,
+    # so Cluster.shutdown() waited on it for ever (nothing here uses the dashboard).
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=WORKER_CPUS) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)

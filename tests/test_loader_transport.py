@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.loaders import ResumableLoader, ViewSource, VLAConfig, VLADataset, WAMConfig, WAMDataset, make_loader
+from pipeline.loaders.transport import worker_context
 from pipeline.shards import ViewConfig
 from pipeline.store.episodes import EpisodeStore
 from pipeline.store.versions import load_catalog, resolve
@@ -70,3 +76,28 @@ def test_raw_frames_are_the_resized_source_frames_exactly(raw_view, sample_sourc
                 decoded[path] = decode_all_frames_scaled(path, view.height, view.width)
             expected = decoded[path][cam.frame_start + int(step)]
             assert np.array_equal(batch["images"][b, c].permute(1, 2, 0).numpy(), expected)
+
+
+def test_workers_start_from_a_fork_server_only_while_ray_runs_in_this_process(sample_view, ray_session):
+    """Ray in the process (as in every Ray Train worker): forkserver workers, same batches; without Ray:
+    the platform's fork, same batches again (checked in a fresh interpreter that never starts Ray)."""
+    store, view_id, _ = sample_view
+    assert ray_session.is_initialized()
+    assert worker_context(2).get_start_method() == "forkserver" and worker_context(0) is None
+    config = VLAConfig(batch_size=8, seed=5, action_horizon=16)
+    reference = VLADataset(ViewSource(str(store), view_id), config)
+    want = [k for j in range(len(reference)) for k in reference.batch_at(reference.plan().positions(j))["key"]]
+    got = [k for b in make_loader(VLADataset(ViewSource(str(store), view_id), config), num_workers=2) for k in b["key"]]
+    assert got == want
+    script = (
+        "import json, sys\n"
+        "from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader\n"
+        "from pipeline.loaders.transport import worker_context\n"
+        "assert worker_context(2) is None\n"
+        f"dataset = VLADataset(ViewSource({str(store)!r}, {view_id!r}), VLAConfig(batch_size=8, seed=5, "
+        "action_horizon=16))\n"
+        "print(json.dumps([k for b in make_loader(dataset, num_workers=2) for k in b['key']]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == want

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.loaders.integrity import SkipLog, take_skips
 from pipeline.loaders.members import shared_uint8
 from pipeline.loaders.order import BatchPlan, EpochOrder, OrderConfig, worker_batches
-from pipeline.loaders.transport import SLOT_KEY, BufferedLoader
+from pipeline.loaders.transport import SLOT_KEY, BufferedLoader, worker_context
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -164,7 +164,8 @@ def make_loader(dataset: UnitDataset, num_workers: int = 2, pin_memory: bool = F
     if reuse_buffers:
         return BufferedLoader(dataset, num_workers, prefetch_factor or 2, pin_memory)
     return SkipCountingLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                              prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False)
+                              prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False,
+                              multiprocessing_context=worker_context(num_workers))
 
 
 class SkipCountingLoader(DataLoader):

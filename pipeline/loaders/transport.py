@@ -14,8 +14,11 @@ and blocks (backpressure) when none is free.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 import time
 from collections.abc import Iterator
+from multiprocessing.context import BaseContext
 
 import numpy as np
 import torch
@@ -24,6 +27,24 @@ from torch.utils.data import DataLoader, get_worker_info
 from pipeline.loaders.integrity import take_skips
 
 SLOT_KEY = "_buffer_slot"
+WORKER_PRELOAD = ["torch", "pipeline.loaders"]  # imported once in the fork server, not in every worker
+
+
+def worker_context(num_workers: int) -> BaseContext | None:
+    """How DataLoader workers start: from a fork server where Ray runs in this process, else the default.
+
+    Forking a process that holds Ray's core-worker threads can crash it (seen as a segfault in the
+    training process itself); Ray's own advice for DataLoader workers in Ray processes (Ray Train
+    workers always are) is ``forkserver``. The server is a fresh interpreter with torch and the
+    loaders preloaded, so each worker still starts by a fork, only not of this process. Elsewhere the
+    platform default (fork on Linux) stays: it is the cheapest start and needs nothing picklable.
+    """
+    ray = sys.modules.get("ray")
+    if num_workers == 0 or ray is None or not ray.is_initialized():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
 
 
 class SharedBatchRing:
@@ -75,7 +96,8 @@ class BufferedLoader:
         self.dataset.ring = ring
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
                             prefetch_factor=self.prefetch_factor if self.num_workers else None,
-                            pin_memory=self.pin_memory, persistent_workers=False)
+                            pin_memory=self.pin_memory, persistent_workers=False,
+                            multiprocessing_context=worker_context(self.num_workers))
         held = None
         try:
             for batch in loader:

@@ -99,7 +99,15 @@ def assert_bit_exact(got: dict, expected: dict, key: str) -> None:
 
 def assert_same_frames(store, meta, clean_store, clean_meta, camera: str) -> None:
     got, want = frames_of(store, meta, camera), frames_of(clean_store, clean_meta, camera)
-    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), camera
+    assert len(got) == len(want), (camera, len(got), len(want))
+    differing = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not np.array_equal(a, b)]
+    if differing:  # name what differs: which frames, by how much, and how each file was written
+        first = differing[0]
+        worst = int(np.abs(got[first].astype(np.int16) - want[first].astype(np.int16)).max())
+        params = [(c.encoding, c.encode_params, c.video_sha256[:12]) for m in (meta, clean_meta)
+                  for c in m.cameras if c.name == camera]
+        raise AssertionError(f"{camera}: frames {differing[:8]} of {len(got)} differ from the clean ingest "
+                             f"(frame {first}: max |diff| {worst}); this ingest vs clean: {params}")
 
 
 def masked_as_nan(expected: dict, column: str, row: int) -> dict:

@@ -90,7 +90,7 @@ def test_workers_start_from_a_fork_server_only_while_ray_runs_in_this_process(sa
     got = [k for b in make_loader(VLADataset(ViewSource(str(store), view_id), config), num_workers=2) for k in b["key"]]
     assert got == want
     script = (
-        "import json, sys\n"
+        "import json\n"
         "from pipeline.loaders import ViewSource, VLAConfig, VLADataset, make_loader\n"
         "from pipeline.loaders.transport import worker_context\n"
         "assert worker_context(2) is None\n"

@@ -63,7 +63,8 @@ def prepared_steps_store(episodes: int, steps: int) -> Path:
 
 def openpi_baseline(store_root: Path, horizon: int, mask: tuple[bool, ...], limit: int) -> tuple[float, int]:
     """openpi's reduction over the first ``limit`` samples: (seconds, samples)."""
-    from pipeline.export.norm_stats import NormStatsConfig, _dataset_order, read_episode_rows
+    from pipeline.export.norm_stats import NormStatsConfig, read_episode_rows
+    from pipeline.export.output import episode_order
     from pipeline.store.episodes import EpisodeStore
     from pipeline.store.versions import load_catalog, resolve
     from schemas import table_to_metas
@@ -71,7 +72,7 @@ def openpi_baseline(store_root: Path, horizon: int, mask: tuple[bool, ...], limi
     start = time.perf_counter()
     store = EpisodeStore(str(store_root))
     _, manifest = resolve(store, "latest")
-    metas = sorted(table_to_metas(load_catalog(store, manifest)), key=_dataset_order)
+    metas = sorted(table_to_metas(load_catalog(store, manifest)), key=episode_order)
     stats = {"state": _RunningStats(), "actions": _RunningStats()}
     batch_state, batch_actions, samples = [], [], 0
     mask_array = np.asarray(mask)

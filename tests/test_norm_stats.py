@@ -263,14 +263,15 @@ def test_parse_mask_and_feature_slices():
 
 
 def _store_episodes(store_path, config: NormStatsConfig) -> list[EpisodeRows]:
-    from pipeline.export.norm_stats import _dataset_order, read_episode_rows
+    from pipeline.export.norm_stats import read_episode_rows
+    from pipeline.export.output import episode_order
     from pipeline.store.episodes import EpisodeStore
     from pipeline.store.versions import load_catalog, resolve
     from schemas import table_to_metas
 
     store = EpisodeStore(str(store_path))
     _, manifest = resolve(store, "latest")
-    metas = sorted(table_to_metas(load_catalog(store, manifest)), key=_dataset_order)
+    metas = sorted(table_to_metas(load_catalog(store, manifest)), key=episode_order)
     return [read_episode_rows(store, meta, config) for meta in metas]
 
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.cosmos_action import EULER_ROTATIONS, GRIPPER_EXTRA, infer_gripper_dim, infer_pose_dims
-from pipeline.export.lerobot import ExportReport, _order, _Out, check_output
+from pipeline.export.lerobot import ExportReport
+from pipeline.export.output import StagedOutput, check_output, episode_order
 from pipeline.export.video import ExportError, cut_episode, reencode_range
 from pipeline.progress import JobProgress
 from pipeline.store.catalog import CatalogQuery, read_catalog_table
@@ -65,12 +66,12 @@ def export_cosmos(store: EpisodeStore, manifest: VersionManifest, out: str,
                   config: CosmosExportConfig = CosmosExportConfig(), query: CatalogQuery | None = None,
                   storage_options: dict | None = None, progress: JobProgress | None = None) -> ExportReport:
     """Write the version's episodes (those matching ``query``) in Cosmos' action-conditioned layout."""
-    metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=_order)
+    metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=episode_order)
     if not metas:
         raise ExportError("", "selection", "no episode to export")
     for meta in metas:
         pose_dims(meta, config)  # refuse joint-space data before writing anything
-    sink = _Out(out, storage_options)
+    sink = StagedOutput(out, storage_options)
     check_output(store, sink.fs, sink.target, metas)
     report = ExportReport(out, LAYOUT)
     names = _names(metas)
@@ -160,7 +161,7 @@ def _source_id(meta: EpisodeMeta) -> str:
     return str(value)
 
 
-def _write_episode(store: EpisodeStore, meta: EpisodeMeta, name: str, config: CosmosExportConfig, sink: _Out,
+def _write_episode(store: EpisodeStore, meta: EpisodeMeta, name: str, config: CosmosExportConfig, sink: StagedOutput,
                    report: ExportReport) -> None:
     steps = store.read_steps(meta).filled()
     dims = pose_dims(meta, config, set(steps.extras))

@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -45,12 +40,12 @@ from pipeline.export.lerobot_meta import (
     stats_entry,
     video_feature,
 )
+from pipeline.export.output import StagedOutput, check_output, episode_order
 from pipeline.export.video import ExportError, cut_episode, read_object
 from pipeline.progress import JobProgress
 from pipeline.stats import FeatureStats
 from pipeline.store.catalog import CatalogQuery, read_catalog_table
 from pipeline.store.episodes import EpisodeStore
-from pipeline.store.objects import is_local
 from pipeline.store.versions import VersionManifest
 from pipeline.video import EncodeConfig
 from schemas import (
@@ -67,7 +62,6 @@ from schemas import (
 )
 
 LAYOUTS = ("v2.1", "v3.0")
-_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
@@ -133,14 +127,6 @@ class _Episode:
     start: int = 0  # dataset_from_index
     videos: dict[str, tuple[int, int, float, float]] = field(default_factory=dict)  # key -> chunk, file, from, to
     stats: dict[str, FeatureStats] = field(default_factory=dict)
-
-
-def _natural(text: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
-
-
-def _order(meta: EpisodeMeta) -> tuple:
-    return _SPLIT_ORDER.get(meta.split, 3), meta.split, meta.dataset, _natural(meta.source_key), meta.episode_id
 
 
 # ---------------------------------------------------------------- checks
@@ -233,67 +219,7 @@ def _check_pairing(meta: EpisodeMeta, steps: StepArrays, written: np.ndarray, re
                                    "1e-4 s of their timestamp (as in the source): LeRobot's reader raises on them")
 
 
-def check_output(store: EpisodeStore, fs: fsspec.AbstractFileSystem, root: str, metas: list[EpisodeMeta]) -> None:
-    """Refuse an output inside (or around) the store or a local source, or one that exists non-empty."""
-    def overlaps(a: str, b: str) -> bool:
-        a, b = a.rstrip("/"), b.rstrip("/")
-        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-    if is_local(fs):
-        out = os.path.realpath(root)
-        if is_local(store.fs) and overlaps(out, os.path.realpath(store.root)):
-            raise ExportError("", "output", f"{out} overlaps the store at {store.root}: exports are never in place")
-        for source in sorted({m.source_uri for m in metas if m.source_uri and "://" not in m.source_uri}):
-            if overlaps(out, os.path.realpath(source)):
-                raise ExportError("", "output", f"{out} overlaps the source dataset {source}: never in place")
-    elif type(fs) is type(store.fs) and overlaps(fs._strip_protocol(root), store.root):
-        raise ExportError("", "output", f"{root} overlaps the store at {store.root}: exports are never in place")
-    if fs.exists(root) and (not fs.isdir(root) or fs.ls(root)):
-        raise ExportError("", "output", f"{root} exists and is not empty")
-
-
 # ---------------------------------------------------------------- writing
-
-
-class _Out:
-    """Where files go: a staging folder renamed into place (local), or the output itself (remote)."""
-
-    def __init__(self, out: str, storage_options: dict | None) -> None:
-        self.fs, self.target = fsspec.core.url_to_fs(out, **(storage_options or {}))
-        self.target = self.target.rstrip("/")
-        self.local = is_local(self.fs)
-        if self.local:
-            parent, name = os.path.split(os.path.abspath(self.target))
-            self.root = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
-        else:
-            self.root = self.target
-
-    def put(self, relative: str, data: bytes) -> None:
-        path = f"{self.root}/{relative}"
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
-
-    def parquet(self, relative: str, table: pa.Table) -> None:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="snappy")
-        self.put(relative, sink.getvalue())
-
-    def json(self, relative: str, data: object) -> None:
-        self.put(relative, json.dumps(data, indent=2).encode())
-
-    def jsonl(self, relative: str, rows: list[dict]) -> None:
-        self.put(relative, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-    def commit(self) -> None:
-        if self.local:
-            if os.path.isdir(self.target):
-                os.rmdir(self.target)  # empty (checked): the rename needs it gone
-            os.makedirs(os.path.dirname(os.path.abspath(self.target)), exist_ok=True)
-            os.rename(self.root, self.target)
-
-    def abort(self) -> None:
-        if self.local:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, config: ExportConfig = ExportConfig(),
@@ -302,13 +228,13 @@ def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, con
     """Write the version's episodes (those matching ``query``) as a LeRobot dataset at ``out``.
 
     ``progress`` counts episodes as their videos are written (a share of an episode per camera)."""
-    metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=_order)
+    metas = sorted(table_to_metas(read_catalog_table(store, manifest, query=query)), key=episode_order)
     if not metas:
         raise ExportError("", "selection", "no episode to export")
     progress = progress or JobProgress("export", 0, enabled=False)
     progress.start(len(metas))
     cameras = _cameras(metas)
-    sink = _Out(out, storage_options)
+    sink = StagedOutput(out, storage_options)
     check_output(store, sink.fs, sink.target, metas)
     report = ExportReport(out, config.layout)
     try:
@@ -320,8 +246,8 @@ def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, con
     return report
 
 
-def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera], sink: _Out, config: ExportConfig,
-           report: ExportReport, progress: JobProgress) -> None:
+def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera], sink: StagedOutput,
+           config: ExportConfig, report: ExportReport, progress: JobProgress) -> None:
     tasks: dict[str, int] = {}
     episodes = [_Episode(i, m, m.num_steps, []) for i, m in enumerate(metas)]
     plan = _plan_columns(store, metas, report)
@@ -352,7 +278,7 @@ def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera]
 class _DataWriter:
     """Step rows to Parquet: one file per episode (v2.1) or files of many episodes (v3.0)."""
 
-    def __init__(self, sink: _Out, config: ExportConfig) -> None:
+    def __init__(self, sink: StagedOutput, config: ExportConfig) -> None:
         self.sink, self.config = sink, config
         self.pending: list[pa.Table] = []
         self.pending_bytes = 0
@@ -445,7 +371,7 @@ def _video_files(episodes: list[_Episode], cameras: list[_Camera]) -> Iterator[t
             yield camera, group
 
 
-def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_Camera], sink: _Out,
+def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_Camera], sink: StagedOutput,
                   config: ExportConfig, report: ExportReport, progress: JobProgress) -> None:
     files = {c.name: 0 for c in cameras}
     written: dict[str, set[str]] = {}
@@ -551,7 +477,8 @@ def _merged(episodes: list[_Episode]) -> dict:
     return {name: stats_entry(stats, quantiles=True, count=False) for name, stats in total.items()}
 
 
-def _write_meta(sink: _Out, episodes: list[_Episode], tasks: list[str], info: dict, config: ExportConfig) -> None:
+def _write_meta(sink: StagedOutput, episodes: list[_Episode], tasks: list[str], info: dict,
+                config: ExportConfig) -> None:
     sink.json("meta/stats.json", _merged(episodes))
     if config.layout == "v2.1":
         sink.jsonl("meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])

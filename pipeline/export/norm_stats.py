@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.export.output import episode_order
 from pipeline.export.video import ExportError
 from pipeline.store.catalog import CatalogQuery, read_catalog_table
 from pipeline.store.episodes import EpisodeStore
@@ -312,18 +313,13 @@ def read_episode_rows(store: EpisodeStore, meta: EpisodeMeta, config: NormStatsC
                        table.column("action_valid").to_numpy(zero_copy_only=False).astype(bool))
 
 
-def _dataset_order(meta: EpisodeMeta) -> tuple:
-    from pipeline.export.lerobot import _order  # the order a LeRobot export (openpi's dataset) holds them in
-
-    return _order(meta)
-
-
 def _episodes_by_embodiment(store: EpisodeStore, manifest: VersionManifest,
                             query: CatalogQuery | None) -> dict[str, list[EpisodeMeta]]:
     groups: dict[str, list[EpisodeMeta]] = {}
     for meta in table_to_metas(read_catalog_table(store, manifest, query=query)):
         groups.setdefault(meta.embodiment, []).append(meta)
-    return {name: sorted(metas, key=_dataset_order) for name, metas in sorted(groups.items())}
+    # each group in the order a LeRobot export (openpi's dataset) holds its episodes
+    return {name: sorted(metas, key=episode_order) for name, metas in sorted(groups.items())}
 
 
 def norm_stats_json(stats: dict[str, dict[str, list[float]]]) -> str:

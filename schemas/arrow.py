@@ -9,6 +9,7 @@ columns carrying source-specific per-step values that the schema does not name.
 from __future__ import annotations
 
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from fractions import Fraction
 
 import numpy as np
@@ -151,10 +152,13 @@ def table_to_metas(table: pa.Table) -> list[EpisodeMeta]:
     return [row_to_meta(r) for r in table.to_pylist()]
 
 
+_CAMERA_FIELDS = tuple(f.name for f in dataclass_fields(CameraInfo) if f.name != "fps")
+
+
 def _camera_to_row(cam: CameraInfo) -> dict:
-    row = asdict(cam)
-    fps = row.pop("fps")
-    row["fps_num"], row["fps_den"] = fps.numerator, fps.denominator
+    """A shallow field copy: every field is a scalar, and ``asdict``'s deep copy dominated catalog writes."""
+    row = {name: getattr(cam, name) for name in _CAMERA_FIELDS}
+    row["fps_num"], row["fps_den"] = cam.fps.numerator, cam.fps.denominator
     return row
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.stats import STATS_FORMAT, StatsSet, episode_stats
@@ -47,11 +48,31 @@ def episode_stats_of(store: EpisodeStore, meta: EpisodeMeta) -> StatsSet:
     return stats
 
 
-def stats_of_episodes(store: EpisodeStore, metas: list[EpisodeMeta], threads: int = 8) -> StatsSet:
-    """Stats of these episodes merged in episode-id order (deterministic bytes)."""
+def stats_of_episodes(store: EpisodeStore, metas: list[EpisodeMeta], threads: int = 8,
+                      chunk: int = 256) -> StatsSet:
+    """Stats of these episodes merged in episode-id order (deterministic bytes).
+
+    Loading runs on a thread pool in chunks (one task per episode spent more time in the pool's
+    queue than in the loads) with a bounded number of chunks in flight, so memory stays flat at
+    a million episodes; merging stays in order on this thread.
+    """
     ordered = sorted(metas, key=lambda m: m.episode_id)
+    chunks = [ordered[i:i + chunk] for i in range(0, len(ordered), chunk)]
     total = StatsSet()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for stats in pool.map(lambda m: episode_stats_of(store, m), ordered):
-            total.merge(stats)
+        for loaded in _in_order_bounded(pool, lambda part: [episode_stats_of(store, m) for m in part], chunks,
+                                        window=2 * max(1, threads)):
+            for stats in loaded:
+                total.merge(stats)
     return total
+
+
+def _in_order_bounded(pool: ThreadPoolExecutor, fn, items: list, window: int):
+    """``pool.map`` that keeps at most ``window`` tasks submitted ahead of the consumer."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -26,7 +26,7 @@ from pipeline.loaders import ViewSource, VLAConfig, VLADataset
 from pipeline.samples import SampleSpec, write_sample_dataset
 from pipeline.shards import ViewConfig, load_view
 from pipeline.store.catalog import RECORDED_AT, CatalogQuery, catalog_summary, episode_objects, read_catalog_table
-from pipeline.store.derive import delete_episodes, select_version
+from pipeline.store.derive import delete_episodes, select_version, version_totals
 from pipeline.store.episodes import EpisodeStore
 from pipeline.store.gc import collect_garbage
 from pipeline.store.history import diff_versions, version_log
@@ -110,6 +110,9 @@ def test_append_processes_only_new_episodes_and_diff_shows_exactly_them(history)
                               "bytes": diff.bytes_added}
     assert group["removed"]["episodes"] == group["changed"]["episodes"] == 0
     assert [e.version_id for e in version_log(store, v2)] == [v2, v1]
+    manifest2 = read_manifest(store, v2)  # a pure append adds to the parent's totals: equal to a full scan
+    assert manifest2.totals == version_totals(store, manifest2)
+    assert manifest2.totals["episodes"] == 6 and manifest2.totals["steps"] == sum(m.num_steps for m in metas2.values())
 
 
 def test_append_reuses_every_unchanged_shard(history):

@@ -22,7 +22,8 @@ def commit_augmented(store: EpisodeStore, ref: str, source_id: str, synthetic: l
     def build(head: str | None) -> VersionManifest:
         base_id = head or source_id
         base = read_manifest(store, base_id)
-        changes = classify(live_content_keys(store, base), set(base.deleted), synthetic)
+        changes = classify(live_content_keys(store, base, [m.episode_id for m in synthetic]), set(base.deleted),
+                           synthetic)
         seen["changes"], seen["base"] = changes, base_id
         return append_manifest(store, base_id, base, changes, producer)
 

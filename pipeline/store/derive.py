@@ -54,9 +54,18 @@ def meta_content_key(meta: EpisodeMeta) -> str:
     return content_key(metas_to_table([meta]).to_pylist()[0])
 
 
-def live_content_keys(store: EpisodeStore, manifest: VersionManifest) -> dict[str, str]:
+def live_content_keys(store: EpisodeStore, manifest: VersionManifest,
+                      among: list[str] | None = None) -> dict[str, str]:
+    """Content keys of the version's live episodes, or of those of ``among`` it holds.
+
+    Classifying candidates needs only their own ids: the filter is pushed into the Parquet scan,
+    so appending a thousand episodes to a million does not hash a million rows.
+    """
+    if among is not None and not among:
+        return {}
+    query = CatalogQuery(episode_ids=tuple(sorted(set(among)))) if among is not None else None
     keys: dict[str, str] = {}
-    for batch in scan_catalog(store, manifest):
+    for batch in scan_catalog(store, manifest, query=query):
         for row in batch.to_pylist():
             keys[row["episode_id"]] = content_key(row)
     return keys
@@ -67,13 +76,26 @@ def version_totals(store: EpisodeStore, manifest: VersionManifest) -> dict:
     totals = {"episodes": 0, "steps": 0, "frames": 0, "by_embodiment": {}}
     for batch in scan_catalog(store, manifest, ["embodiment", "num_steps", "cameras"]):
         for row in batch.to_pylist():
-            totals["episodes"] += 1
-            totals["steps"] += row["num_steps"]
-            totals["frames"] += sum(c["num_frames"] for c in row["cameras"] or [])
-            entry = totals["by_embodiment"].setdefault(row["embodiment"], {"episodes": 0, "steps": 0})
-            entry["episodes"] += 1
-            entry["steps"] += row["num_steps"]
+            _count(totals, row["embodiment"], row["num_steps"], sum(c["num_frames"] for c in row["cameras"] or []))
     return totals
+
+
+def appended_totals(parent_totals: dict, added: list[EpisodeMeta]) -> dict:
+    """A pure append's totals: the parent's plus the added rows, equal to a scan of the child (the
+    child's rows are the parent's, then the new layer's, so embodiments appear in the same order)."""
+    totals = json.loads(json.dumps(parent_totals))
+    for meta in added:
+        _count(totals, meta.embodiment, meta.num_steps, sum(c.num_frames for c in meta.cameras))
+    return totals
+
+
+def _count(totals: dict, embodiment: str, steps: int, frames: int) -> None:
+    totals["episodes"] += 1
+    totals["steps"] += steps
+    totals["frames"] += frames
+    entry = totals["by_embodiment"].setdefault(embodiment, {"episodes": 0, "steps": 0})
+    entry["episodes"] += 1
+    entry["steps"] += steps
 
 
 def _with_totals(store: EpisodeStore, manifest: VersionManifest) -> VersionManifest:
@@ -140,7 +162,14 @@ def append_manifest(store: EpisodeStore, parent_id: str | None, parent: VersionM
     else:  # replaced episodes, or parent stats in an older format: recompute from the episodes' steps
         stats = stats_of_episodes(store, _live_metas(store, manifest))
     manifest.stats = write_stats(store, stats) if new_rows or parent is None else parent.stats
+    if parent is not None and not changes.changed and _has_totals(parent.totals):
+        manifest.totals = appended_totals(parent.totals, changes.added)
+        return manifest
     return _with_totals(store, manifest)
+
+
+def _has_totals(totals: dict) -> bool:
+    return all(key in totals for key in ("episodes", "steps", "frames", "by_embodiment"))
 
 
 # ---------------------------------------------------------------- delete
@@ -202,7 +231,7 @@ def append_episodes(store: EpisodeStore, ref: str, candidates: list[EpisodeMeta]
 
     def build(head: str | None) -> VersionManifest:
         parent = read_manifest(store, head) if head else None
-        keys = live_content_keys(store, parent) if parent else {}
+        keys = live_content_keys(store, parent, [m.episode_id for m in candidates]) if parent else {}
         seen["changes"] = classify(keys, set(parent.deleted) if parent else set(), candidates)
         return append_manifest(store, head, parent, seen["changes"], producer)
 

@@ -63,28 +63,27 @@ def query_steps(t: int, offsets: np.ndarray, length: int) -> tuple[np.ndarray, n
 
 
 class EpisodeSteps:
-    """Every live segment of every episode of a view: (episode, step) -> (sample row, offset in it)."""
+    """Every live segment of every episode of a view: (episode, step) -> (sample row, offset in it).
+
+    Flat arrays (rows grouped by episode, each group by first step) and one id -> group map, so a
+    million episodes cost a few arrays rather than two small arrays each."""
 
     def __init__(self, source: ViewSource) -> None:
         table = source.table
-        live = ~np.isin(table["episode_id"], list(source.deleted))
         self.step_start = table["step_start"]
         self.num_steps = table["num_steps"]
-        by_episode: dict[str, list[int]] = {}
-        for row in np.nonzero(live)[0]:
-            by_episode.setdefault(table["episode_id"][row], []).append(int(row))
-        self._rows: dict[str, np.ndarray] = {}
-        self._starts: dict[str, np.ndarray] = {}
-        for episode, rows in by_episode.items():
-            ordered = np.asarray(sorted(rows, key=lambda r: self.step_start[r]), dtype=np.int64)
-            self._rows[episode] = ordered
-            self._starts[episode] = self.step_start[ordered]
+        rows, bounds, codes = table.by_episode(np.nonzero(table.live_rows(source.deleted))[0])
+        self._rows, self._bounds = rows, bounds
+        self._starts = self.step_start[rows]
+        self._group = dict(zip(table.episodes[codes].tolist(), range(len(codes)), strict=True))
 
     def locate(self, episode: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(sample rows, offsets) holding these steps of ``episode``."""
-        starts = self._starts[episode]
+        group = self._group[episode]
+        begin, end = self._bounds[group], self._bounds[group + 1]
+        starts = self._starts[begin:end]
         position = np.searchsorted(starts, steps, side="right") - 1
-        return self._rows[episode][position], steps - starts[position]
+        return self._rows[begin:end][position], steps - starts[position]
 
 
 class WindowReader:

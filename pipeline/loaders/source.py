@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
@@ -48,9 +49,15 @@ _INT_COLUMNS = ("shard", "row", "segment", "step_start", "num_steps", "num_actio
 
 @dataclass
 class SampleTable:
-    """Column arrays of the view's samples, in shard order then tar order."""
+    """Column arrays of the view's samples, in shard order then tar order.
+
+    Text columns are object arrays whose repeated values share one ``str`` (read through Arrow's
+    dictionary encoding), and ``episode_code`` numbers the episodes in order of first appearance
+    (``episodes[code]`` is the id), so per-episode grouping is array work at a million episodes.
+    """
 
     columns: dict[str, np.ndarray]
+    episodes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
     def __len__(self) -> int:
         return len(self.columns["shard"])
@@ -62,8 +69,43 @@ class SampleTable:
     def read(data: bytes) -> SampleTable:
         table = pq.read_table(io.BytesIO(data))
         columns = {name: table.column(name).to_numpy().astype(np.int64) for name in _INT_COLUMNS}
-        columns.update({name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in _TEXT_COLUMNS})
-        return SampleTable(columns)
+        for name in _TEXT_COLUMNS:
+            columns[name], names, codes = _text_column(table.column(name))
+            if name == "episode_id":
+                episodes, columns["episode_code"] = names, codes
+        return SampleTable(columns, episodes)
+
+    def live_rows(self, deleted: frozenset[str] | set[str]) -> np.ndarray:
+        """Mask of the rows whose episode is not in ``deleted`` (tested once per episode, not per row)."""
+        if not deleted:
+            return np.ones(len(self), bool)
+        dead = np.fromiter((name in deleted for name in self.episodes), bool, len(self.episodes))
+        return ~dead[self["episode_code"]]
+
+    def by_episode(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rows`` grouped by episode, episodes in order of first appearance among ``rows``, each
+        episode's rows by ``step_start`` (ties in row order): (rows, group bounds, episode codes)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        codes = self["episode_code"][rows]
+        present, first = np.unique(codes, return_index=True)
+        rank = np.empty(len(self.episodes), dtype=np.int64)
+        rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
+        order = np.lexsort((self["step_start"][rows], rank[codes]))
+        grouped = rows[order]
+        bounds = np.searchsorted(rank[codes][order], np.arange(len(present) + 1))
+        return grouped, bounds, present[np.argsort(first, kind="stable")]
+
+
+def _text_column(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values as an object array, the distinct values, each row's code into them)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    if encoded.null_count:
+        values = np.asarray(column.to_pylist(), dtype=object)
+        names, codes = np.unique(values.astype(str), return_inverse=True)
+        return values, names.astype(object), codes.astype(np.int64)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return names[codes], names, codes
 
 
 @dataclass(frozen=True)

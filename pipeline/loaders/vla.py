@@ -108,8 +108,10 @@ class StepIndex:
         self.rows: list[np.ndarray] = [np.zeros(0, np.int64)] * shards
         self.starts: list[np.ndarray] = [np.zeros(1, np.int64)] * shards
         kept = np.nonzero(keep)[0]
-        for shard in range(shards):
-            rows = kept[table["shard"][kept] == shard]
+        of_shard = table["shard"][kept]
+        bounds = np.cumsum(np.bincount(of_shard, minlength=shards))[:-1]
+        grouped = np.split(kept[np.argsort(of_shard, kind="stable")], bounds)  # each shard's rows, ascending
+        for shard, rows in enumerate(grouped):
             self.rows[shard] = rows
             self.starts[shard] = np.concatenate([[0], np.cumsum(table["num_steps"][rows])])
         self.counts = np.array([int(s[-1]) for s in self.starts], dtype=np.int64)
@@ -136,7 +138,7 @@ class VLADataset(UnitDataset):
         self.normalizer = Normalizer(source.stats, config.normalization, config.clip)
         self.sample_transform, self.batch_transform = sample_transform, batch_transform
         self.timed = config.timed_keys()
-        keep = config.filter.mask(source.table) & ~np.isin(source.table["episode_id"], list(source.deleted))
+        keep = config.filter.mask(source.table) & source.table.live_rows(source.deleted)
         self.steps = StepIndex(source, keep)
         self._offsets: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         rates = source.table["fps_num"][keep] * (1 << 32) + source.table["fps_den"][keep]

@@ -27,6 +27,7 @@ from pipeline.store.catalog import CatalogQuery
 from pipeline.store.derive import append_episodes, select_version
 from pipeline.store.episodes import EpisodeStore
 from pipeline.store.history import diff_versions, version_log
+from pipeline.store.statcache import episode_stats_of
 from pipeline.store.versions import load_catalog, load_stats, resolve
 from schemas import table_to_metas
 
@@ -41,7 +42,9 @@ def template_episode():
                                                               height=48, width=64))
     connector = get_connector("lerobot")
     store = EpisodeStore(str(root / "store"))
-    return root / "store", store.write_episode(connector.read(connector.discover(str(source)).refs[0]))
+    meta = store.write_episode(connector.read(connector.discover(str(source)).refs[0]))
+    episode_stats_of(store, meta)  # cached, as the ingest job caches every stored episode's stats
+    return root / "store", meta
 
 
 def synthesized(template, count: int, prefix: str) -> list:

@@ -26,13 +26,14 @@ from pipeline.loaders import ViewSource, VLAConfig, VLADataset
 from pipeline.samples import SampleSpec, write_sample_dataset
 from pipeline.shards import ViewConfig, load_view
 from pipeline.store.catalog import RECORDED_AT, CatalogQuery, catalog_summary, episode_objects, read_catalog_table
-from pipeline.store.derive import delete_episodes, select_version, version_totals
+from pipeline.store.derive import append_episodes, delete_episodes, select_version, version_totals
 from pipeline.store.episodes import EpisodeStore
 from pipeline.store.gc import collect_garbage
 from pipeline.store.history import diff_versions, version_log
 from pipeline.store.refs import delete_ref, set_ref
+from pipeline.store.statcache import stats_of_episodes
 from pipeline.store.verify import verify_store
-from pipeline.store.versions import VersionManifest, commit_version, load_catalog, read_manifest, resolve
+from pipeline.store.versions import VersionManifest, commit_version, load_catalog, load_stats, read_manifest, resolve
 from schemas import make_episode_id, table_to_metas
 
 SPEC = SampleSpec(num_episodes=6, layout="v2.1", height=96, width=128, min_steps=30, max_steps=40, seed=3)
@@ -113,6 +114,24 @@ def test_append_processes_only_new_episodes_and_diff_shows_exactly_them(history)
     manifest2 = read_manifest(store, v2)  # a pure append adds to the parent's totals: equal to a full scan
     assert manifest2.totals == version_totals(store, manifest2)
     assert manifest2.totals["episodes"] == 6 and manifest2.totals["steps"] == sum(m.num_steps for m in metas2.values())
+
+
+def test_a_first_commit_has_the_totals_and_stats_of_a_scan_of_its_own_catalog(history, tmp_path):
+    """A version without a parent takes its totals and stats from the rows it commits, not from
+    reading its catalog back: both must equal what that read-back gives."""
+    source = EpisodeStore(history["store"])
+    store_path = tmp_path / "first"
+    shutil.copytree(Path(history["store"]) / "objects", store_path / "objects")
+    store = EpisodeStore(str(store_path))
+    metas = list(_metas(source, history["versions"][0]).values())[::-1]  # any order in
+    head, changes = append_episodes(store, "fresh", metas, {"job": "test"})
+    manifest = read_manifest(store, head)
+    assert manifest.parent is None and len(changes.added) == len(metas) == 4
+    assert manifest.totals == version_totals(store, manifest)
+    assert manifest.totals["steps"] == sum(m.num_steps for m in metas)
+    read_back = table_to_metas(load_catalog(store, manifest))
+    assert json.dumps(load_stats(store, manifest).to_json(), sort_keys=True) == \
+        json.dumps(stats_of_episodes(store, read_back).to_json(), sort_keys=True)
 
 
 def test_append_reuses_every_unchanged_shard(history):

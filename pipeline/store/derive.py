@@ -71,9 +71,12 @@ def live_content_keys(store: EpisodeStore, manifest: VersionManifest,
     return keys
 
 
+_NO_TOTALS = {"episodes": 0, "steps": 0, "frames": 0, "by_embodiment": {}}
+
+
 def version_totals(store: EpisodeStore, manifest: VersionManifest) -> dict:
     """The totals block of a manifest (same shape the ingest job writes), from a scan of its catalog."""
-    totals = {"episodes": 0, "steps": 0, "frames": 0, "by_embodiment": {}}
+    totals = json.loads(json.dumps(_NO_TOTALS))
     for batch in scan_catalog(store, manifest, ["embodiment", "num_steps", "cameras"]):
         for row in batch.to_pylist():
             _count(totals, row["embodiment"], row["num_steps"], sum(c["num_frames"] for c in row["cameras"] or []))
@@ -156,13 +159,18 @@ def append_manifest(store: EpisodeStore, parent_id: str | None, parent: VersionM
     manifest = VersionManifest(catalog=layers, stats=None, totals={}, producer=producer, parent=parent_id,
                                deleted=list(parent.deleted) if parent else [])
     parent_stats = load_stats(store, parent) if parent is not None and not changes.changed else None
-    if parent_stats is not None and parent_stats.mergeable:
+    if parent is None:  # a first version holds exactly the new rows: no need to read them back
+        stats = stats_of_episodes(store, new_rows)
+    elif parent_stats is not None and parent_stats.mergeable:
         stats = parent_stats
         stats.merge(stats_of_episodes(store, changes.added))
     else:  # replaced episodes, or parent stats in an older format: recompute from the episodes' steps
         stats = stats_of_episodes(store, _live_metas(store, manifest))
     manifest.stats = write_stats(store, stats) if new_rows or parent is None else parent.stats
-    if parent is not None and not changes.changed and _has_totals(parent.totals):
+    if parent is None:
+        manifest.totals = appended_totals(_NO_TOTALS, new_rows)  # catalog order: by id, as new_rows
+        return manifest
+    if not changes.changed and _has_totals(parent.totals):
         manifest.totals = appended_totals(parent.totals, changes.added)
         return manifest
     return _with_totals(store, manifest)

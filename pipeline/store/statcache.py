@@ -52,19 +52,28 @@ def stats_of_episodes(store: EpisodeStore, metas: list[EpisodeMeta], threads: in
                       chunk: int = 256) -> StatsSet:
     """Stats of these episodes merged in episode-id order (deterministic bytes).
 
-    Loading runs on a thread pool in chunks (one task per episode spent more time in the pool's
-    queue than in the loads) with a bounded number of chunks in flight, so memory stays flat at
-    a million episodes; merging stays in order on this thread.
+    The pool only reads the cached bytes (I/O, which releases the GIL; on object stores it is
+    latency) in chunks, with a bounded number of chunks in flight so memory stays flat at a million
+    episodes. Parsing and merging stay on this thread: parsing on the pool's threads fought the
+    merge for the GIL and made a 3x10^4-episode commit 3x slower than its work.
     """
     ordered = sorted(metas, key=lambda m: m.episode_id)
     chunks = [ordered[i:i + chunk] for i in range(0, len(ordered), chunk)]
     total = StatsSet()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for loaded in _in_order_bounded(pool, lambda part: [episode_stats_of(store, m) for m in part], chunks,
+        for loaded in _in_order_bounded(pool, lambda part: [_cached_bytes(store, m) for m in part], chunks,
                                         window=2 * max(1, threads)):
             for stats in loaded:
-                total.merge(stats)
+                total.merge(StatsSet.from_json(json.loads(stats)) if isinstance(stats, bytes) else stats)
     return total
+
+
+def _cached_bytes(store: EpisodeStore, meta: EpisodeMeta) -> bytes | StatsSet:
+    """An episode's cached stats as bytes (parsed by the caller), or computed from its steps and cached."""
+    path = cache_path(cache_key(meta))
+    if store.objects.exists(path):
+        return store.objects.read_bytes(path)
+    return episode_stats_of(store, meta)
 
 
 def _in_order_bounded(pool: ThreadPoolExecutor, fn, items: list, window: int):

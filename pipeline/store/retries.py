@@ -80,7 +80,7 @@ def s3_options(storage_options: dict) -> dict:
 
     config.setdefault("http_session_cls", CountedHTTPSession)
     options["config_kwargs"] = config
-    options.setdefault("session", counted_session())
+    options.setdefault("session", counted_session(on_response))
     return options
 
 

@@ -1,13 +1,16 @@
-"""The aiobotocore pieces behind ``pipeline.store.retries`` (imported only when a store is on S3)."""
+"""The aiobotocore pieces behind ``pipeline.store.retries`` (imported only when a store is on S3).
+
+The attempt hook is passed in (``counted_session(hook)``) rather than imported, so this module
+depends on aiobotocore alone and ``retries`` is the only side that knows both.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
-
-from pipeline.store.retries import on_response
 
 _HOOK_ID = "actionreel-storage-fault-counter"
 _lock = threading.Lock()
@@ -21,8 +24,10 @@ class CountedSession(AioSession):
     options (Ray ships them to workers), and a live session holds locks and clients.
     """
 
+    hook: Callable[..., None]
+
     def __reduce__(self):
-        return counted_session, ()
+        return counted_session, (self.hook,)
 
 
 class CountedHTTPSession(AIOHTTPSession):
@@ -39,11 +44,16 @@ class CountedHTTPSession(AIOHTTPSession):
         return session
 
 
-def counted_session() -> CountedSession:
-    """This process's session (one per process, so fsspec's instance cache reuses one filesystem)."""
+def counted_session(hook: Callable[..., None]) -> CountedSession:
+    """This process's session, calling ``hook`` on every S3 attempt (botocore ``response-received``).
+
+    One per process, so fsspec's instance cache reuses one filesystem; ``hook`` is a module-level
+    function, so the session pickles by reference to it.
+    """
     global _session
     with _lock:
         if _session is None:
             _session = CountedSession()
-            _session.register("response-received.s3", on_response, unique_id=_HOOK_ID)
+            _session.hook = hook
+            _session.register("response-received.s3", hook, unique_id=_HOOK_ID)
         return _session

@@ -111,8 +111,23 @@ def measure(store: str, view_id: str, size: int, workers: int) -> dict:
            "main_rss_mb": round(process.memory_info().rss / 2**20), "main_added_mb": round(
                (process.memory_info().rss - rss_before) / 2**20),
            "max_worker_rss_mb": round(max(worker_rss, default=0) / 2**20), "workers": workers}
-    del iterator, loader, dataset, source
+    del iterator, loader, dataset
+    row["wam_build_s"], row["map_build_s"] = _build_seconds(source)
+    del source
     return row
+
+
+def _build_seconds(source) -> tuple[float, float]:
+    """Seconds to build the WAM clip dataset and the map-style VLA dataset on the same view."""
+    from pipeline.loaders import WAMConfig, WAMDataset
+    from pipeline.loaders.mapstyle import VLAMapDataset
+
+    started = time.perf_counter()
+    WAMDataset(source, WAMConfig(n_context=2, n_future=6, batch_size=8))
+    wam = time.perf_counter() - started
+    started = time.perf_counter()
+    VLAMapDataset(source)
+    return round(wam, 3), round(time.perf_counter() - started, 3)
 
 
 def main() -> None:
@@ -131,11 +146,12 @@ def main() -> None:
         row["synthesize_s"] = round(time.perf_counter() - started - row["first_batch_s"], 1)
         rows.append(row)
         print(row, flush=True)
-    print("| episodes | samples | shards | dataset build s | first batch s | main RSS MB | max worker RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| episodes | samples | shards | dataset build s | first batch s | main RSS MB | max worker RSS MB "
+          "| WAM build s | map-style build s |")
+    print("|---" * 9 + "|")
     for r in rows:
         print(f"| {r['episodes']} | {r['samples']} | {r['shards']} | {r['dataset_build_s']} | {r['first_batch_s']} "
-              f"| {r['main_rss_mb']} | {r['max_worker_rss_mb']} |")
+              f"| {r['main_rss_mb']} | {r['max_worker_rss_mb']} | {r['wam_build_s']} | {r['map_build_s']} |")
     print(f"written {write_result('scale_loader', {'cores': os.cpu_count(), 'rows': rows})}")
 
 

@@ -32,15 +32,13 @@ class VLAMapDataset(Dataset):
                  sample_transform: Transform | None = None, batch_transform: Transform | None = None) -> None:
         self.inner = VLADataset(source, config, sample_transform=sample_transform, batch_transform=batch_transform)
         table = source.table
-        keep = config.filter.mask(table) & ~np.isin(table["episode_id"], list(source.deleted))
-        by_episode: dict[str, list[int]] = {}
-        for row in np.nonzero(keep)[0]:
-            by_episode.setdefault(table["episode_id"][row], []).append(int(row))
-        rows = [r for episode in by_episode.values() for r in sorted(episode, key=lambda r: table["step_start"][r])]
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(table["num_steps"][self.rows])]).astype(np.int64)
-        self.episode_ids = list(by_episode)
-        lengths = [int(sum(table["num_steps"][r] for r in by_episode[e])) for e in self.episode_ids]
+        keep = config.filter.mask(table) & table.live_rows(source.deleted)
+        rows, bounds, codes = table.by_episode(np.nonzero(keep)[0])  # episodes by first row, segments by step
+        self.rows = rows
+        steps = table["num_steps"][rows]
+        self.starts = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
+        self.episode_ids = table.episodes[codes].tolist()
+        lengths = np.add.reduceat(steps, bounds[:-1]) if len(rows) else np.zeros(0, np.int64)
         self.episode_to = np.cumsum(lengths).astype(np.int64)
         self.episode_from = self.episode_to - np.asarray(lengths, dtype=np.int64)
         self._episode_number = {e: n for n, e in enumerate(self.episode_ids)}

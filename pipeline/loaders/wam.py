@@ -96,42 +96,35 @@ def frame_stride(config: WAMConfig, control_fps: Fraction) -> int:
     return int(ratio)
 
 
-@dataclass
-class _Episode:
-    rows: np.ndarray  # sample-table rows of its segments, by step
-    starts: np.ndarray  # first step of each segment
-    length: int
-    stride: int
-
-
 class ClipIndex:
-    """Clip anchors per shard as (episode, first t0, count) intervals: memory grows with segments, not steps."""
+    """Clip anchors per shard as (episode, first t0, count) intervals: memory grows with segments, not steps.
+
+    Episodes are numbered in order of first appearance among the kept rows; their segments are flat
+    arrays (rows grouped by episode, each group by first step), so a million episodes cost a few
+    arrays, and the intervals are computed for all segments at once.
+    """
 
     def __init__(self, source: ViewSource, keep: np.ndarray, config: WAMConfig) -> None:
         table = source.table
-        self.episodes: list[_Episode] = []
-        by_episode: dict[str, list[int]] = {}
-        for row in np.nonzero(keep)[0]:
-            by_episode.setdefault(table["episode_id"][row], []).append(int(row))
-        span_frames = config.frames - 1
-        intervals: list[list[tuple[int, int, int]]] = [[] for _ in source.manifest.shards]
-        for rows in by_episode.values():
-            rows = sorted(rows, key=lambda r: table["step_start"][r])
-            stride = frame_stride(config, source_fps(source, rows[0]))
-            length = int(table["episode_num_steps"][rows[0]])
-            last_start = length - span_frames * stride  # exclusive: the last frame's step is < length
-            episode = len(self.episodes)
-            self.episodes.append(_Episode(np.asarray(rows), np.asarray([table["step_start"][r] for r in rows]),
-                                          length, stride))
-            a = config.anchor_stride
-            for row in rows:
-                begin = int(table["step_start"][row])
-                end = min(begin + int(table["num_steps"][row]), last_start)
-                first = -(-begin // a) * a
-                if first < end:
-                    intervals[int(table["shard"][row])].append((episode, first, (end - first + a - 1) // a))
-        self.anchor_stride = config.anchor_stride
-        self.intervals = [np.asarray(i, dtype=np.int64).reshape(-1, 3) for i in intervals]
+        rows, bounds, _ = table.by_episode(np.nonzero(keep)[0])
+        self._rows, self._bounds = rows, bounds
+        self._starts = table["step_start"][rows]
+        episode_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))  # each grouped row's episode
+        first_rows = rows[bounds[:-1]]
+        self.stride = _strides(config, table["fps_num"][first_rows], table["fps_den"][first_rows])
+        self.length = table["episode_num_steps"][first_rows]
+        last_start = self.length - (config.frames - 1) * self.stride  # exclusive: the last frame's step is < length
+        a = config.anchor_stride
+        begin = self._starts
+        end = np.minimum(begin + table["num_steps"][rows], last_start[episode_of])
+        first = -(-begin // a) * a
+        usable = np.nonzero(first < end)[0]
+        shard = table["shard"][rows][usable]
+        order = usable[np.argsort(shard, kind="stable")]  # per shard, in (episode, first step) order
+        triples = np.stack([episode_of[order], first[order], (end[order] - first[order] + a - 1) // a], axis=1)
+        splits = np.cumsum(np.bincount(shard, minlength=len(source.manifest.shards)))[:-1]
+        self.anchor_stride = a
+        self.intervals = [part.astype(np.int64).reshape(-1, 3) for part in np.split(triples, splits)]
         self.starts = [np.concatenate([[0], np.cumsum(i[:, 2])]) for i in self.intervals]
         self.counts = np.array([int(s[-1]) for s in self.starts], dtype=np.int64)
 
@@ -143,9 +136,19 @@ class ClipIndex:
 
     def step_location(self, episode: int, step: int) -> tuple[int, int]:
         """(sample-table row, offset in that sample) holding ``step`` of an episode."""
-        e = self.episodes[episode]
-        position = int(np.searchsorted(e.starts, step, side="right")) - 1
-        return int(e.rows[position]), int(step - e.starts[position])
+        begin, end = self._bounds[episode], self._bounds[episode + 1]
+        starts = self._starts[begin:end]
+        position = int(np.searchsorted(starts, step, side="right")) - 1
+        return int(self._rows[begin + position]), int(step - starts[position])
+
+
+def _strides(config: WAMConfig, fps_num: np.ndarray, fps_den: np.ndarray) -> np.ndarray:
+    """Each episode's frame stride, computed once per distinct rate."""
+    if not len(fps_num):
+        return np.zeros(0, dtype=np.int64)
+    rates, inverse = np.unique(np.stack([fps_num, fps_den], axis=1), axis=0, return_inverse=True)
+    per_rate = np.array([frame_stride(config, Fraction(int(n), int(d))) for n, d in rates], dtype=np.int64)
+    return per_rate[inverse.reshape(-1)]
 
 
 def source_fps(source: ViewSource, row: int) -> Fraction:
@@ -178,7 +181,7 @@ class WAMDataset(UnitDataset):
         self.height, self.width = view.height, view.width
         self.reader = SampleReader(source)
         self.normalizer = Normalizer(source.stats, config.normalization, config.clip)
-        keep = config.filter.mask(source.table) & ~np.isin(source.table["episode_id"], list(source.deleted))
+        keep = config.filter.mask(source.table) & source.table.live_rows(source.deleted)
         self.clips = ClipIndex(source, keep, config)
 
     def unit_counts(self) -> np.ndarray:
@@ -249,7 +252,7 @@ class WAMDataset(UnitDataset):
         """One clip's values; its frames go to batch row ``b``."""
         t = self.config.frames
         episode, t0 = self.clips.locate(shard, unit)
-        stride = self.clips.episodes[episode].stride
+        stride = int(self.clips.stride[episode])
         clip_steps = t0 + stride * np.arange(t)
         state_rows, state_valid, extra_rows = [], [], {name: [] for name in self._extra_names()}
         for i, step in enumerate(clip_steps.tolist()):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.video.mjpeg import jpeg_frames
 from pipeline.video.probe import VideoError, VideoProbe
@@ -91,11 +92,12 @@ class PyAVDecoder:
                       fmt: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
         """Like ``frames``, but each picture converted and resized in one swscale pass
         (``pipeline.video.resize.scale_frame``): no full-size RGB copy is made."""
+        reformatter = VideoReformatter()  # one swscale context for the whole video
         for index, picture in self._pictures(video, indices):
             if isinstance(picture, np.ndarray):
                 yield index, scale_array(picture, height, width, fmt)
             else:
-                yield index, scale_frame(picture, height, width, fmt)
+                yield index, scale_frame(picture, height, width, fmt, reformatter, self.threads)
 
     def _pictures(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, Picture]]:
         wanted = np.unique(np.asarray(indices, dtype=np.int64))

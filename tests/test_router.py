@@ -234,3 +234,17 @@ def test_a_cpu_failure_is_not_swallowed(clips):
             frames.encode_video(video_input(clips["a"]), [99], VIEW)
     finally:
         marker.unlink()
+
+
+def test_no_visible_cuda_device_is_known_without_importing_torch():
+    """A CPU decode actor (Ray hides the GPUs from it) answers 0 devices without torch's 1.3 s import."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from pipeline.video.backends import cuda_device_count; "
+            "print(cuda_device_count(), 'torch' in sys.modules)")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr

@@ -57,33 +57,45 @@ if TYPE_CHECKING:
 
 
 class ShardWriter:
-    """Ray Data actor: loads the catalog once, then writes the shards it is handed."""
+    """Ray Data actor: loads the catalog on its first batch, then writes the shards it is handed.
+
+    Nothing is read from storage before a batch arrives: an actor the pool starts but never hands a
+    shard would otherwise read the catalog, and any storage fault it rode out would never reach the
+    job's report (its counts travel with the batches it returns).
+    """
 
     def __init__(self, store_uri: str, storage_options: dict, version_id: str, view_json: dict,
                  decode_json: dict | None = None) -> None:
         from pipeline.shards import ViewConfig
         from pipeline.shards.frames import RoutedFrames
-        from pipeline.store.episodes import EpisodeStore
-        from pipeline.store.versions import load_catalog, resolve
         from pipeline.video.router import Devices
-        from schemas import table_to_metas
 
-        self._faults_since = storage_faults.snapshot()  # the catalog reads below count with the first batch
+        self._faults_since = storage_faults.snapshot()  # the catalog reads count with the first batch
         decode_json = decode_json or {}
         for module in decode_json.get("backend_modules", []):  # extra backends register themselves on import
             importlib.import_module(module)
-        self.store = EpisodeStore(store_uri, storage_options)
-        _, manifest = resolve(self.store, version_id)
-        self.metas = {m.episode_id: m for m in table_to_metas(load_catalog(self.store, manifest))}
+        self._store_args, self._version_id = (store_uri, storage_options), version_id
+        self.store, self.metas = None, None
         self.view = ViewConfig.from_json(view_json)
         devices = Devices.from_json(decode_json["devices"]) if decode_json.get("devices") else None
         self.frames = RoutedFrames(_router_config(self.view, decode_json.get("router", {})), devices,
                                    decode_json.get("threads"))
 
+    def _load(self) -> None:
+        from pipeline.store.episodes import EpisodeStore
+        from pipeline.store.versions import load_catalog, resolve
+        from schemas import table_to_metas
+
+        self.store = EpisodeStore(*self._store_args)
+        _, manifest = resolve(self.store, self._version_id)
+        self.metas = {m.episode_id: m for m in table_to_metas(load_catalog(self.store, manifest))}
+
     def __call__(self, batch: dict) -> dict:
         from pipeline.shards import shard_paths
         from pipeline.shards.writer import write_shard_quarantining
 
+        if self.metas is None:
+            self._load()
         summaries, written, decoded, decode, fallbacks, quarantined, keys = [], [], [], [], [], [], []
         for text in batch["plan"]:
             plan = _plan_from_json(text)

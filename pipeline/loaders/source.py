@@ -88,12 +88,19 @@ class SampleTable:
         rows = np.asarray(rows, dtype=np.int64)
         codes = self["episode_code"][rows]
         present, first = np.unique(codes, return_index=True)
+        appearing = present[np.argsort(first, kind="stable")]  # episode codes by first row
         rank = np.empty(len(self.episodes), dtype=np.int64)
-        rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
-        order = np.lexsort((self["step_start"][rows], rank[codes]))
-        grouped = rows[order]
-        bounds = np.searchsorted(rank[codes][order], np.arange(len(present) + 1))
-        return grouped, bounds, present[np.argsort(first, kind="stable")]
+        rank[appearing] = np.arange(len(appearing))
+        ranks = rank[codes]
+        order = np.lexsort((self["step_start"][rows], ranks))
+        bounds = np.searchsorted(ranks[order], np.arange(len(appearing) + 1))
+        return rows[order], bounds, appearing
+
+
+def group_by_label(values: np.ndarray, labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """``values`` split by their ``labels`` (0..count-1), each part in the values' order."""
+    splits = np.cumsum(np.bincount(labels, minlength=count))[:-1]
+    return np.split(values[np.argsort(labels, kind="stable")], splits)
 
 
 def _text_column(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

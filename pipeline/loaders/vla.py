@@ -56,7 +56,7 @@ from pipeline.loaders.offsets import (
     query_steps,
     steps_from_seconds,
 )
-from pipeline.loaders.source import SampleFilter, ViewSource
+from pipeline.loaders.source import SampleFilter, ViewSource, group_by_label
 
 __all__ = ["VLAConfig", "VLADataset", "make_loader"]
 
@@ -108,10 +108,7 @@ class StepIndex:
         self.rows: list[np.ndarray] = [np.zeros(0, np.int64)] * shards
         self.starts: list[np.ndarray] = [np.zeros(1, np.int64)] * shards
         kept = np.nonzero(keep)[0]
-        of_shard = table["shard"][kept]
-        bounds = np.cumsum(np.bincount(of_shard, minlength=shards))[:-1]
-        grouped = np.split(kept[np.argsort(of_shard, kind="stable")], bounds)  # each shard's rows, ascending
-        for shard, rows in enumerate(grouped):
+        for shard, rows in enumerate(group_by_label(kept, table["shard"][kept], shards)):  # rows ascending
             self.rows[shard] = rows
             self.starts[shard] = np.concatenate([[0], np.cumsum(table["num_steps"][rows])])
         self.counts = np.array([int(s[-1]) for s in self.starts], dtype=np.int64)

@@ -43,7 +43,7 @@ from pipeline.loaders.base import UnitDataset, order_config
 from pipeline.loaders.integrity import SKIP_KEY, CorruptMemberError, check_on_corrupt
 from pipeline.loaders.members import SampleReader, native_widths, normalize_rows, stack_padded
 from pipeline.loaders.normalize import Normalizer
-from pipeline.loaders.source import SampleFilter, ViewSource
+from pipeline.loaders.source import SampleFilter, ViewSource, group_by_label
 
 CONVENTIONS = ("transitions", "per_frame_k", "cosmos_ee_delta")
 
@@ -119,12 +119,10 @@ class ClipIndex:
         end = np.minimum(begin + table["num_steps"][rows], last_start[episode_of])
         first = -(-begin // a) * a
         usable = np.nonzero(first < end)[0]
-        shard = table["shard"][rows][usable]
-        order = usable[np.argsort(shard, kind="stable")]  # per shard, in (episode, first step) order
-        triples = np.stack([episode_of[order], first[order], (end[order] - first[order] + a - 1) // a], axis=1)
-        splits = np.cumsum(np.bincount(shard, minlength=len(source.manifest.shards)))[:-1]
+        triples = np.stack([episode_of[usable], first[usable], (end[usable] - first[usable] + a - 1) // a], axis=1)
+        per_shard = group_by_label(triples, table["shard"][rows][usable], len(source.manifest.shards))
         self.anchor_stride = a
-        self.intervals = [part.astype(np.int64).reshape(-1, 3) for part in np.split(triples, splits)]
+        self.intervals = [part.astype(np.int64).reshape(-1, 3) for part in per_shard]  # (episode, first step) order
         self.starts = [np.concatenate([[0], np.cumsum(i[:, 2])]) for i in self.intervals]
         self.counts = np.array([int(s[-1]) for s in self.starts], dtype=np.int64)
 

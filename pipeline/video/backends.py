@@ -116,7 +116,7 @@ def cuda_device_count() -> int:
 
     Without a driver on the machine, or with no device visible to this process, the answer is 0
     without importing torch (1.3 s of every CPU decode actor's start)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1") or not any(map(os.path.exists, _DRIVER_SIGNS)):
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or not any(map(os.path.exists, _DRIVER_SIGNS)):
         return 0
     try:
         import torch

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +102,40 @@ def test_sample_transform_runs_in_the_workers(sample_view):
         assert torch.equal(got["images"], torch.flip(want["images"], dims=[-1]))
         assert torch.equal(got["actions"], want["actions"])
         assert os.getpid() not in got["pid"].tolist()
+
+
+REPO = Path(__file__).resolve().parent.parent
+CONSUMER_PYTHON = Path(os.environ.get("ACTIONREEL_CONSUMER_PYTHON", REPO / ".venv-consumers/bin/python"))
+TORCHVISION_PROBE = REPO / "tests/consumers/torchvision_probe.py"
+
+
+@pytest.mark.skipif(not (CONSUMER_PYTHON.parent.parent / ".installed").exists(),
+                    reason="torchvision loads only in the consumer venv here: `make consumers` builds it")
+def test_torchvision_v2_transforms_run_in_the_workers(sample_view, tmp_path):
+    """Real torchvision v2 transforms as the per-sample hook, in DataLoader workers (consumer venv: the
+    project venv's CPU torch has no torchvision that loads). Flip/crop/ToDtype/Normalize equal a hand
+    computation from the untransformed batches; an antialiased Resize equals the same transform run in
+    the main process; state and actions pass through untouched."""
+    store, view_id, _ = sample_view
+    out = tmp_path / "probe"
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([str(CONSUMER_PYTHON), str(TORCHVISION_PROBE), str(store), view_id, str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    keys = json.loads(Path(f"{out}.json").read_text())
+    assert keys["exact"] == keys["plain"] == keys["resized"] and len(keys["plain"]) == 3
+    with np.load(f"{out}.npz") as arrays:
+        got = {k: arrays[k] for k in arrays.files}
+    plain = got["plain.images"]  # [batches, B, cameras, 3, 224, 224] uint8
+    assert plain.dtype == np.uint8 and plain.shape[-2:] == (224, 224)
+    mean = np.array([0.5, 0.25, 0.75], np.float32).reshape(3, 1, 1)
+    std = np.array([0.25, 0.5, 0.125], np.float32).reshape(3, 1, 1)
+    cropped = plain[..., 12:212, 12:212][..., ::-1].astype(np.float32)  # CenterCrop(200): round(24 / 2) = 12
+    want = (cropped * np.float32(1.0 / 255.0) - mean) / std
+    assert got["exact.images"].dtype == np.float32 and got["exact.images"].shape == want.shape
+    np.testing.assert_array_equal(got["exact.images"], want)
+    np.testing.assert_array_equal(got["exact.actions"], got["plain.actions"])
+    assert got["resized.images"].shape[-3:] == (3, 112, 112)
+    np.testing.assert_array_equal(got["resized.images"], got["resized.reference"])
+    for name in ("exact.pid", "resized.pid"):
+        assert keys["main_pid"] not in got[name].ravel().tolist() and len(set(got[name].ravel().tolist())) == 2

@@ -219,7 +219,7 @@ def test_cli_report_view_and_their_one_line_errors(versions, tmp_path):
     assert result.exit_code == 0 and result.output.startswith(f"report: {out} (") and out.stat().st_size > 4_000_000
     for args, message in (
         (["report", "nosuch", "--store", store, "--out", str(out)], "error: 'nosuch' is neither a ref nor a version"),
-        (["report", "--store", str(tmp_path / "none"), "--out", str(out)], f"error: no episode store at {tmp_path}"),
+        (["report", "--store", str(tmp_path / "none"), "--out", str(out)], f"store {tmp_path / 'none'} does not exist"),
         (["report", "--store", store, "--out", str(tmp_path)], f"error: --out {tmp_path} is a folder"),
         (["report", "--store", store, "--diff", "nosuch", "--out", str(out)], "error: 'nosuch' is neither a ref"),
         (["report", "--store", store, "--out", str(tmp_path / "no/r.html")], "does not exist"),
@@ -233,6 +233,24 @@ def test_cli_report_view_and_their_one_line_errors(versions, tmp_path):
                                  "--where", "kind=synthetic", "--limit", "2"])
     assert result.exit_code == 0, result.output
     assert result.output == f"viewer: {tmp_path / 'v' / 'index.html'} (2 episode pages of 3 episodes)\n"
+
+
+def test_report_and_view_print_their_outcome_as_one_json_object(versions, tmp_path, capsys):
+    from jobs.cli import main
+
+    store, out = str(versions[0]), tmp_path / "r.html"
+    assert main(["report", "augmented", "--store", store, "--out", str(out), "--json"]) == 0
+    printed = capsys.readouterr().out
+    outcome = json.loads(printed)
+    assert printed.count("\n") == 1 and outcome["report"] == str(out) and outcome["bytes"] == out.stat().st_size
+    assert main(["view", "augmented", "--store", store, "--out", str(tmp_path / "v"), "--where", "kind=synthetic",
+                 "--limit", "2", "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome == {"version": "augmented", "index": str(tmp_path / "v" / "index.html"), "pages": 2, "listed": 3}
+    assert main(["report", "nosuch", "--store", store, "--out", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": f"'nosuch' is neither a ref nor a version id in {store}",
+                                        "exit_code": 2}
 
 
 def test_mjpeg_track_gets_an_h264_preview_and_browser_codecs_play_as_stored(tmp_path):

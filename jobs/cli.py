@@ -99,7 +99,22 @@ def formats() -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; usage errors are one line on stderr and exit 2. Returns the exit code."""
+    """Run the command line; usage errors are one line on stderr and exit 2. Returns the exit code.
+
+    While it runs, Ray's native output goes to its log file (jobs.raycluster). A caller that passes
+    ``argv`` (a script or test running commands in its own process) gets its stderr back afterwards;
+    the ``actionreel`` process keeps it redirected so that Ray's shutdown at exit stays quiet too."""
+    STATE.command_line = True
+    try:
+        return _run(argv)
+    finally:
+        STATE.command_line = False
+        raycluster = sys.modules.get("jobs.raycluster")
+        if argv is not None and raycluster is not None:
+            raycluster.restore_native_stderr()
+
+
+def _run(argv: list[str] | None) -> int:
     group = typer.main.get_command(app)
     ray_calls = _ray_calls()
     try:

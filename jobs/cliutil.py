@@ -55,6 +55,7 @@ class Outcome:
 class CliState:
     debug: bool = False
     json: bool = False
+    command_line: bool = False  # running as the `actionreel` command (jobs.cli.main), not as a library
 
 
 STATE = CliState()

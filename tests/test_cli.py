@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,12 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "ray", "av", "cv2", "pyarrow")
 # What Ray printed on a terminal before it was quieted (token banner, Ray Data's plan and progress notices).
 RAY_NOISE = ("Token authentication", "Started a local Ray instance", "streaming_executor", "Running Dataset",
-             "Progress will be logged", "logging_progress", "Execution plan of Dataset", "(raylet)", "RAY_AUTH_MODE")
+             "Progress will be logged", "logging_progress", "Execution plan of Dataset", "(raylet)", "RAY_AUTH_MODE",
+             "core_worker")
 COMMANDS = [["ingest"], ["shard"], ["views"], ["demo"], ["samples"], ["formats"], ["versions"], ["versions", "log"],
             ["versions", "show"], ["versions", "diff"], ["versions", "refs"], ["versions", "tag"],
             ["versions", "append"], ["versions", "delete"], ["versions", "select"], ["versions", "verify"],
             ["versions", "gc"], ["versions", "export"], ["augment", "run"], ["augment", "export"],
-            ["augment", "serve"], ["stats", "export"], ["analytics", "where"], ["analytics", "moments"]]
+            ["augment", "serve"], ["stats", "export"], ["analytics", "where"], ["analytics", "moments"],
+            ["report"], ["view"]]
 
 
 def _env(**extra: str) -> dict:
@@ -169,6 +172,25 @@ def test_cli_ingest_prints_one_json_object_and_none_of_rays_noise(cli_ingest):
     last = result.stderr.strip().splitlines()[-1]
     log = Path(last.removeprefix("Ray's messages: "))
     assert last.startswith("Ray's messages: ") and log.parent == logs and log.exists()
+
+
+def test_cli_shard_keeps_rays_native_error_lines_in_the_log(cli_ingest, tmp_path):
+    """Ray's C++ core worker writes ERROR lines to descriptor 2 whatever the logging settings (Ray Data's
+    actor-pool notice about constructor arguments in the object store): the command moves them to the log."""
+    store = tmp_path / "store"
+    shutil.copytree(cli_ingest[0], store)  # the module's store stays without views
+    logs = tmp_path / "logs"
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "shard", "--size", "32x32", "--json"],
+                            capture_output=True, text=True, timeout=600,
+                            env=_env(ACTIONREEL_STORE=str(store), ACTIONREEL_LOG_DIR=str(logs)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["view_id"]
+    for noise in RAY_NOISE:
+        assert noise not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Ray's messages: "), result.stderr
+    log = Path(lines[0].removeprefix("Ray's messages: "))
+    assert "core_worker" in log.read_text()  # emitted, and kept here
 
 
 def test_ingest_on_a_terminal_draws_progress_from_the_driver_and_no_ray_noise(small_source, tmp_path):

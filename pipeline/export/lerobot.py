@@ -30,11 +30,9 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.export.lerobot_data import DataWriter, ExportedEpisode, episode_rows, plan_columns
 from pipeline.export.lerobot_meta import (
-    NUMERIC_FEATURES,
-    feature_stats,
     modality_json,
     numeric_feature,
     stats_entry,
@@ -49,15 +47,7 @@ from pipeline.store.episodes import EpisodeStore
 from pipeline.store.versions import VersionManifest
 from pipeline.video import EncodeConfig
 from schemas import (
-    EXTRA_PREFIX,
-    PAIRING_TOLERANCE_NS,
     EpisodeMeta,
-    StepArrays,
-    align_nearest,
-    index_to_ns,
-    ns_to_seconds,
-    period_ns,
-    seconds_to_ns,
     table_to_metas,
 )
 
@@ -103,32 +93,6 @@ class _Camera:
     pix_fmt: str
 
 
-@dataclass
-class _Columns:
-    """The columns every exported episode gets and their dtypes: the same set in every file (LeRobot
-    loads all parquet files as one table) and the source's dtypes where the catalog recorded them."""
-
-    reward: bool
-    done: bool
-    extras: list[str]
-    dtypes: dict[str, str]
-
-
-@dataclass
-class _Episode:
-    """One exported episode as the metadata files describe it."""
-
-    index: int
-    meta: EpisodeMeta
-    length: int
-    tasks: list[str]
-    data_chunk: int = 0
-    data_file: int = 0
-    start: int = 0  # dataset_from_index
-    videos: dict[str, tuple[int, int, float, float]] = field(default_factory=dict)  # key -> chunk, file, from, to
-    stats: dict[str, FeatureStats] = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------- checks
 
 
@@ -151,72 +115,6 @@ def _cameras(metas: list[EpisodeMeta]) -> list[_Camera]:
                 raise ExportError(meta.episode_id, f"cameras.{cam.name}.fps", f"{cam.fps} fps differs from the "
                                   f"control rate {meta.control_fps}: LeRobot needs one frame per step")
     return cameras
-
-
-_DEFAULT_DTYPES = {"timestamp": "float32", "next.reward": "float32", "frame_index": "int64",
-                   "episode_index": "int64", "index": "int64", "task_index": "int64"}
-EXACT_TIMESTAMP = "timestamp"  # step extra holding source seconds that integer ns cannot carry bit for bit
-
-
-def _plan_columns(store: EpisodeStore, metas: list[EpisodeMeta], report: ExportReport) -> _Columns:
-    """Reward/done columns when any episode has them (or its source had them), extras every episode has."""
-    reward = done = False
-    seen: dict[str, int] = {}
-    for meta in metas:
-        table = store.read_steps_table(meta, columns=["reward", "is_terminal"])
-        reward = reward or table.column("reward").null_count < table.num_rows or (
-            "lerobot.dtype.next.reward" in meta.extras)
-        done = done or bool(np.any(table.column("is_terminal").to_numpy(zero_copy_only=False))) or (
-            "lerobot.dtype.next.done" in meta.extras)
-        for name in pq.read_schema(store.objects.abspath(meta.steps_path), filesystem=store.fs).names:
-            if name.startswith(EXTRA_PREFIX):
-                seen[name[len(EXTRA_PREFIX):]] = seen.get(name[len(EXTRA_PREFIX):], 0) + 1
-    extras = sorted(name for name, count in seen.items() if count == len(metas) and name != EXACT_TIMESTAMP
-                    and name not in _DEFAULT_DTYPES and name not in ("observation.state", "action"))
-    partial = sorted(name for name, count in seen.items() if count < len(metas) and name != EXACT_TIMESTAMP)
-    if partial:
-        report.warnings.append(f"step extras {partial} are in only some exported episodes: not exported "
-                               "(every LeRobot data file must have the same columns)")
-    first = metas[0].extras
-    dtypes = {name: first.get(f"lerobot.dtype.{name}", default) for name, default in _DEFAULT_DTYPES.items()}
-    return _Columns(reward=reward, done=done, extras=extras, dtypes=dtypes)
-
-
-def _timestamps(meta: EpisodeMeta, steps: StepArrays, dtype: str) -> np.ndarray:
-    """The ``timestamp`` column: the stored source clock in the source dtype, or frame_index / fps when
-    the source clock fails LeRobot's spacing check (1/fps within 1e-4 s) but stays within a quarter period."""
-    n, fps = steps.num_steps, meta.control_fps
-    exact = steps.extras.get(EXACT_TIMESTAMP)
-    written = (np.asarray(exact) if exact is not None else ns_to_seconds(steps.timestamp_ns)).astype(dtype)
-    spacing = np.abs(np.diff(written.astype(np.float64)) - fps.denominator / fps.numerator)
-    if n < 2 or spacing.max() <= PAIRING_TOLERANCE_NS / 1e9:
-        return written
-    grid = index_to_ns(np.arange(n), fps)
-    drift = np.abs(steps.timestamp_ns - steps.timestamp_ns[0] - grid)
-    if int(drift.max()) > period_ns(fps) // 4:
-        worst = int(drift.argmax())
-        raise ExportError(meta.episode_id, "timestamp_ns", f"step {worst} is {int(drift[worst])} ns off the "
-                          f"{fps} fps grid: LeRobot needs timestamps spaced 1/fps; resample first")
-    return (np.arange(n, dtype=np.int64) * fps.denominator / fps.numerator).astype(dtype)
-
-
-def _check_pairing(meta: EpisodeMeta, steps: StepArrays, written: np.ndarray, report: ExportReport) -> None:
-    """LeRobot's reader pairs step i with the frame nearest ``timestamp[i]`` (1e-4 s): that must be the
-    stored pairing. Steps without a frame stay without one (LeRobot's reader refuses to load them)."""
-    query = seconds_to_ns(written.astype(np.float64))
-    for cam in meta.cameras:
-        frames = steps.frame_index.get(cam.name)
-        expected = align_nearest(query, index_to_ns(np.arange(cam.num_frames), cam.fps), PAIRING_TOLERANCE_NS)
-        if frames is None or not np.array_equal(frames, expected):
-            step = 0 if frames is None else int(np.flatnonzero(frames != expected)[0])
-            raise ExportError(meta.episode_id, f"frame.{cam.name}", f"step {step} is paired with frame "
-                              f"{None if frames is None else int(frames[step])} but LeRobot's reader would pair "
-                              f"it with frame {int(expected[step])} from its timestamp: LeRobot cannot express "
-                              "this alignment")
-        unpaired = int((frames < 0).sum())
-        if unpaired:
-            report.warnings.append(f"episode {meta.episode_id}: {unpaired} step(s) have no {cam.name} frame within "
-                                   "1e-4 s of their timestamp (as in the source): LeRobot's reader raises on them")
 
 
 # ---------------------------------------------------------------- writing
@@ -249,13 +147,13 @@ def export_lerobot(store: EpisodeStore, manifest: VersionManifest, out: str, con
 def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera], sink: StagedOutput,
            config: ExportConfig, report: ExportReport, progress: JobProgress) -> None:
     tasks: dict[str, int] = {}
-    episodes = [_Episode(i, m, m.num_steps, []) for i, m in enumerate(metas)]
-    plan = _plan_columns(store, metas, report)
-    rows = _DataWriter(sink, config)
+    episodes = [ExportedEpisode(i, m, m.num_steps, []) for i, m in enumerate(metas)]
+    plan = plan_columns(store, metas, report.warnings)
+    rows = DataWriter(sink, config.layout, config.chunks_size, config.data_file_bytes)
     schema: pa.Schema | None = None
     for episode in episodes:
         steps = store.read_steps(episode.meta).filled()
-        table = _episode_rows(episode, steps, tasks, plan, report, rows.next_index)
+        table = episode_rows(episode, steps, tasks, plan, report.warnings, rows.next_index)
         schema = schema or table.schema
         rows.add(episode, table.cast(schema))
     rows.close()
@@ -275,103 +173,18 @@ def _write(store: EpisodeStore, metas: list[EpisodeMeta], cameras: list[_Camera]
     sink.json("meta/info.json", info)  # last: a reader sees a complete dataset or none
 
 
-class _DataWriter:
-    """Step rows to Parquet: one file per episode (v2.1) or files of many episodes (v3.0)."""
-
-    def __init__(self, sink: StagedOutput, config: ExportConfig) -> None:
-        self.sink, self.config = sink, config
-        self.pending: list[pa.Table] = []
-        self.pending_bytes = 0
-        self.file = 0
-        self.next_index = 0
-
-    def add(self, episode: _Episode, table: pa.Table) -> None:
-        episode.start = self.next_index
-        self.next_index += table.num_rows
-        if self.config.layout == "v2.1":
-            episode.data_chunk = episode.index // self.config.chunks_size
-            self.sink.parquet(f"data/chunk-{episode.data_chunk:03d}/episode_{episode.index:06d}.parquet", table)
-            return
-        if self.pending and self.pending_bytes + table.nbytes > self.config.data_file_bytes:
-            self.flush()
-        episode.data_chunk, episode.data_file = self.file // self.config.chunks_size, self.file
-        self.pending.append(table)
-        self.pending_bytes += table.nbytes
-
-    def flush(self) -> None:
-        if self.pending:
-            chunk = self.file // self.config.chunks_size
-            self.sink.parquet(f"data/chunk-{chunk:03d}/file-{self.file:03d}.parquet", pa.concat_tables(self.pending))
-            self.pending, self.pending_bytes = [], 0
-            self.file += 1
-
-    def close(self) -> None:
-        self.flush()
-
-
-def _fixed(values: np.ndarray) -> pa.Array:
-    values = np.ascontiguousarray(values)
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-
-
-def _episode_rows(episode: _Episode, steps: StepArrays, tasks: dict[str, int], plan: _Columns,
-                  report: ExportReport, first_index: int) -> pa.Table:
-    meta, n = episode.meta, steps.num_steps
-    local = steps.task_index.copy()
-    if meta.tasks and (local < 0).any():
-        report.warnings.append(f"episode {meta.episode_id}: {int((local < 0).sum())} steps without an "
-                               f"instruction get the episode's first task")
-        local[local < 0] = 0
-    texts = meta.tasks or [""]
-    local = np.where(local < 0, 0, local)
-    for text in texts:
-        tasks.setdefault(text, len(tasks))
-    to_global = np.array([tasks[t] for t in texts], dtype=np.int64)
-    episode.tasks = [texts[i] for i in dict.fromkeys(local.tolist())]
-    if not (steps.state_valid.all() and steps.action_valid.all()):
-        report.warnings.append(f"episode {meta.episode_id}: LeRobot has no validity masks; masked state/action "
-                               "rows are exported as stored")
-    dtypes = plan.dtypes
-    timestamps = _timestamps(meta, steps, dtypes["timestamp"])
-    _check_pairing(meta, steps, timestamps, report)
-    frame = np.arange(n, dtype=np.int64)
-    columns = {
-        "observation.state": _fixed(steps.state),
-        "action": _fixed(steps.action),
-        "timestamp": pa.array(timestamps),
-        "frame_index": pa.array(frame.astype(dtypes["frame_index"])),
-        "episode_index": pa.array(np.full(n, episode.index, dtypes["episode_index"])),
-        "index": pa.array((frame + first_index).astype(dtypes["index"])),
-        "task_index": pa.array(to_global[local].astype(dtypes["task_index"])),
-    }
-    if plan.reward:
-        columns["next.reward"] = pa.array(steps.reward.astype(dtypes["next.reward"]), from_pandas=True)
-    if plan.done:
-        columns["next.done"] = pa.array(steps.is_terminal)
-    for name in plan.extras:
-        values = np.asarray(steps.extras[name])
-        if name.startswith("annotation.") and values.ndim == 1 and values.dtype.kind in "iu":
-            # Task indices into the episode's list -> into tasks.jsonl, in the column's own dtype.
-            values = np.where(values >= 0, to_global[np.clip(values, 0, len(to_global) - 1)], -1)
-            values = values.astype(meta.extras.get(f"lerobot.dtype.{name}", "int64"))
-        columns[name] = _fixed(values.reshape(n, -1)) if values.ndim > 1 else pa.array(values)
-    episode.stats = {"observation.state": feature_stats(steps.state), "action": feature_stats(steps.action)}
-    for name in NUMERIC_FEATURES:
-        episode.stats[name] = feature_stats(columns[name].to_numpy())
-    return pa.table(columns)
-
-
-def _video_files(episodes: list[_Episode], cameras: list[_Camera]) -> Iterator[tuple[_Camera, list[_Episode]]]:
+def _video_files(episodes: list[ExportedEpisode], cameras: list[_Camera]
+                 ) -> Iterator[tuple[_Camera, list[ExportedEpisode]]]:
     """Per camera, the exported episodes grouped by the stored video object they use."""
     for camera in cameras:
-        groups: dict[str, list[_Episode]] = {}
+        groups: dict[str, list[ExportedEpisode]] = {}
         for episode in episodes:
             groups.setdefault(episode.meta.camera(camera.name).video_sha256, []).append(episode)
         for group in groups.values():
             yield camera, group
 
 
-def _write_videos(store: EpisodeStore, episodes: list[_Episode], cameras: list[_Camera], sink: StagedOutput,
+def _write_videos(store: EpisodeStore, episodes: list[ExportedEpisode], cameras: list[_Camera], sink: StagedOutput,
                   config: ExportConfig, report: ExportReport, progress: JobProgress) -> None:
     files = {c.name: 0 for c in cameras}
     written: dict[str, set[str]] = {}
@@ -443,7 +256,7 @@ def _features(meta: EpisodeMeta, cameras: list[_Camera], schema: pa.Schema) -> d
     return features
 
 
-def _info(first: EpisodeMeta, episodes: list[_Episode], features: dict, tasks: int, cameras: int,
+def _info(first: EpisodeMeta, episodes: list[ExportedEpisode], features: dict, tasks: int, cameras: int,
           config: ExportConfig) -> dict:
     splits: dict[str, list[int]] = {}
     for episode in episodes:
@@ -466,7 +279,7 @@ def _info(first: EpisodeMeta, episodes: list[_Episode], features: dict, tasks: i
     return info | {"features": features}
 
 
-def _merged(episodes: list[_Episode]) -> dict:
+def _merged(episodes: list[ExportedEpisode]) -> dict:
     total: dict[str, FeatureStats] = {}
     for episode in episodes:
         for name, stats in episode.stats.items():
@@ -477,7 +290,7 @@ def _merged(episodes: list[_Episode]) -> dict:
     return {name: stats_entry(stats, quantiles=True, count=False) for name, stats in total.items()}
 
 
-def _write_meta(sink: StagedOutput, episodes: list[_Episode], tasks: list[str], info: dict,
+def _write_meta(sink: StagedOutput, episodes: list[ExportedEpisode], tasks: list[str], info: dict,
                 config: ExportConfig) -> None:
     sink.json("meta/stats.json", _merged(episodes))
     if config.layout == "v2.1":

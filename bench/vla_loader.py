@@ -140,7 +140,12 @@ def map_style_rate(source: ViewSource, batches: int) -> float:
     next(iterator)
     started, seen = time.perf_counter(), 0
     for _ in range(batches):
-        seen += next(iterator)["state"].shape[0]
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the sample data holds fewer batches than measured: the next epoch
+            iterator = iter(loader)
+            batch = next(iterator)
+        seen += batch["state"].shape[0]
     return seen / (time.perf_counter() - started)
 
 

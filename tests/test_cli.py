@@ -375,3 +375,22 @@ def test_progress_shows_episodes_frames_rate_and_eta():
     with JobProgress("ingest", 3, enabled=False, console=Console(file=quiet, force_terminal=True)) as bar:
         bar.advance(3, 9)
     assert quiet.getvalue() == "" and bar.frames == 9
+
+
+def test_native_stderr_goes_to_the_log_while_a_command_runs_and_comes_back(tmp_path, monkeypatch, capfd):
+    from jobs import raycluster
+    from jobs.cliutil import STATE
+
+    log = tmp_path / "ray.log"
+    monkeypatch.setitem(raycluster._state, "path", str(log))
+    monkeypatch.setattr(STATE, "command_line", True)
+    raycluster._native_stderr_to_log()
+    try:
+        os.write(2, b"core_worker.cc: native line\n")
+        print("our own line", file=sys.stderr, flush=True)
+    finally:
+        raycluster.restore_native_stderr()
+    os.write(2, b"after the command\n")
+    captured = capfd.readouterr()
+    assert log.read_text() == "core_worker.cc: native line\n"
+    assert "our own line" in captured.err and "after the command" in captured.err and "native" not in captured.err

@@ -40,8 +40,10 @@ $(CONSUMERS)/.installed: tests/consumers/requirements.txt
 	@($(PY) -m venv $(CONSUMERS) \
 	  && $(CONSUMERS)/bin/pip install -q -r tests/consumers/requirements.txt \
 	  && $(CONSUMERS)/bin/pip install -q --no-deps lerobot==0.4.4 \
+	  && $(CONSUMERS)/bin/pip install -q --no-deps cosmos-predict2==1.0.9 \
 	  && $(CONSUMERS)/bin/pip install -q --no-deps --target $(CONSUMERS)/lerobot-v2.1 lerobot==0.3.3 datasets==3.6.0 \
 	  && $(CONSUMERS)/bin/python -c "import torchcodec.decoders, lerobot.datasets.lerobot_dataset" \
+	  && $(CONSUMERS)/bin/python -c "import cosmos_predict2.data.action_conditioned.action_conditioned_dataset" \
 	  && touch $@) || (rm -rf $(CONSUMERS); echo "could not build $(CONSUMERS): real-consumer tests will skip")
 
 test: $(STAMP) browser consumers

@@ -11,6 +11,9 @@ frame; actions between frames k-1, k: ``R_{k-1}^T dp``, ``euler(R_{k-1}^T R_k)``
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import av
 import numpy as np
@@ -164,3 +167,47 @@ def test_pose_dims_from_names(names, want):
     from pipeline.cosmos_action import infer_pose_dims
 
     assert infer_pose_dims(names) == want
+
+
+REPO = Path(__file__).resolve().parent.parent
+CONSUMER_PYTHON = Path(os.environ.get("ACTIONREEL_CONSUMER_PYTHON", REPO / ".venv-consumers/bin/python"))
+COSMOS_PROBE = REPO / "tests/consumers/cosmos_probe.py"
+
+
+@pytest.mark.skipif(not (CONSUMER_PYTHON.parent.parent / ".installed").exists(),
+                    reason="cosmos-predict2's own dataset class is in the consumer venv: `make consumers` builds it")
+def test_cosmos_predict2_itself_reads_the_export(bridge_store, tmp_path):
+    """cosmos-predict2's ActionConditionedDataset on the export, in its own process: every 13-frame clip
+    of the 24-frame episode, its actions equal the hand computation, its frames (decord) equal PyAV's
+    decode of the exported video pixel for pixel."""
+    store = EpisodeStore(str(bridge_store))
+    out = tmp_path / "cosmos"
+    export_cosmos(store, resolve(store, "latest")[1], str(out))
+    probe = tmp_path / "probe"
+    done = subprocess.run([str(CONSUMER_PYTHON), str(COSMOS_PROBE), str(out), str(probe), "--split", "val",
+                           "--height", "480", "--width", "640"],
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads(Path(f"{probe}.json").read_text())
+    with np.load(f"{probe}.npz") as arrays:
+        got = {k: arrays[k] for k in arrays.files}
+    samples = meta["samples"]
+    assert meta["wrong_number"] == 0  # the dataset swaps an unreadable sample for a random one: none here
+    assert [s["frame_ids"] for s in samples] == [list(range(t, t + 13)) for t in range(12)]
+    assert {s["annotation_file"] for s in samples} == {"annotation/val/10.json"}
+    exported = json.loads((out / "annotation" / "val" / "10.json").read_text())
+    assert {s["key"] for s in samples} == {exported["episode_id"]}
+    state, gripper = np.asarray(exported["state"]), np.asarray(exported["continuous_gripper_state"])
+    frames = decoded_frames(out / exported["videos"][0]["video_path"])
+    for i, sample in enumerate(samples):
+        ids = sample["frame_ids"]
+        assert got[f"action.{i}"].dtype == np.float32 and got[f"action.{i}"].shape == (12, 7)
+        np.testing.assert_allclose(got[f"action.{i}"], hand_actions(state[ids], gripper[ids]), rtol=1e-6, atol=1e-6)
+        theirs = got[f"frames.{i}"]  # decord's decode, as the dataset loads it
+        assert theirs.shape == (13, 480, 640, 3) and theirs.dtype == np.uint8
+        for frame_id, frame in zip(ids, theirs, strict=True):
+            assert np.array_equal(frame, frames[frame_id]), frame_id  # pixel-equal to PyAV's decode
+        video = got[f"video.{i}"]  # [C, T, H, W] after its resize to the export's own size
+        assert video.shape == (3, 13, 480, 640) and video.dtype == np.uint8
+        assert np.array_equal(video.transpose(1, 2, 3, 0), theirs)

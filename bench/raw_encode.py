@@ -6,9 +6,11 @@ Raw camera arrays (ALOHA raw HDF5, robomimic, zarr: uint8 HxWx3 per step) are wh
 itself. Baseline, same arrays, same run: LeRobot 0.4.x ``encode_video_frames`` (PyAV, libsvtav1,
 ``g=2``, ``crf=30``, ``yuv420p``, the encoder's default threads), one episode after another as its
 ``save_episode`` does (its PNG write/read round trip is not counted, which favours it). Ours: the
-store's ``EncodeConfig`` (libx264 crf 18 veryfast, GOP 1 s), with one encoder thread (as each of
-ingest's per-core Ray tasks runs it) and with the encoder's own thread count; all in this process, one
-episode after another, like the baseline. Lossless: ``LOSSLESS`` (libx264rgb qp 0 on RGB, and FFV1), checked
+store's ``EncodeConfig`` (libx264 crf 18 veryfast, GOP 1 s, RGB -> YUV by swscale), with one encoder
+thread in this process, with the encoder's own thread count, and one episode per core in forked worker
+processes with one encoder thread each (how ingest runs it: one Ray task per episode per CPU);
+``--encode-preset ultrafast`` the same three ways; and the earlier OpenCV colour conversion, for the
+PSNR it cost. Lossless: ``LOSSLESS`` (libx264rgb qp 0 on RGB, and FFV1), checked
 pixel-exact. PSNR is every decoded frame against its source array.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
+import multiprocessing.pool
 import os
 import time
 from fractions import Fraction
@@ -69,6 +73,19 @@ def ours_encode(task: tuple[np.ndarray, EncodeConfig]) -> bytes:
     return encode_frames(iter(frames), FPS, frames.shape[2], frames.shape[1], config)[0]
 
 
+_EPISODES: list[np.ndarray] = []  # set before the worker pool forks: workers read the arrays, no copy
+
+
+def _encode_in_worker(task: tuple[int, EncodeConfig]) -> bytes:
+    index, config = task
+    return ours_encode((_EPISODES[index], config))
+
+
+def per_core_encode(pool: multiprocessing.pool.Pool, count: int, config: EncodeConfig) -> list[bytes]:
+    """Every episode encoded by a worker process, one per core, one encoder thread each (as ingest)."""
+    return pool.map(_encode_in_worker, [(i, config) for i in range(count)], chunksize=1)
+
+
 def decoded(data: bytes) -> list[np.ndarray]:
     with av.open(io.BytesIO(data)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -96,9 +113,17 @@ def main() -> None:
     cores = os.cpu_count() or 1
     episodes = [camera_frames(i, args.frames, height, width) for i in range(args.episodes)]
     total = args.episodes * args.frames
-    configs = {"ours (libx264 crf18, 1 thread)": EncodeConfig(),
-               "ours (libx264 crf18, auto threads)": EncodeConfig(threads=0),
+    configs = {"ours (libx264 crf18 veryfast, 1 thread)": EncodeConfig(),
+               "ours (libx264 crf18 veryfast, auto threads)": EncodeConfig(threads=0),
+               "ours (libx264 crf18 ultrafast, 1 thread)": EncodeConfig(preset="ultrafast"),
+               "ours (libx264 crf18 ultrafast, auto threads)": EncodeConfig(preset="ultrafast", threads=0),
+               "before: OpenCV RGB->YUV (veryfast, 1 thread)": EncodeConfig(rgb_to_yuv="opencv"),
                "lossless libx264rgb crf0": LOSSLESS, "lossless ffv1": FFV1}
+    per_core = {f"ours (libx264 crf18 veryfast, {cores} processes x 1 thread, as ingest)": EncodeConfig(),
+                f"ours (libx264 crf18 ultrafast, {cores} processes x 1 thread, as ingest)":
+                    EncodeConfig(preset="ultrafast")}
+    _EPISODES[:] = episodes
+    pool = multiprocessing.get_context("fork").Pool(cores)
     best: dict[str, float] = {}
     outputs: dict[str, list[bytes]] = {}
     lerobot_encode(episodes[0][:4])  # warm-up: encoder libraries loaded
@@ -111,6 +136,11 @@ def main() -> None:
             started = time.perf_counter()
             outputs[name] = [ours_encode((e, config)) for e in episodes]
             best[name] = max(best.get(name, 0), total / (time.perf_counter() - started))
+        for name, config in per_core.items():
+            started = time.perf_counter()
+            outputs[name] = per_core_encode(pool, len(episodes), config)
+            best[name] = max(best.get(name, 0), total / (time.perf_counter() - started))
+    pool.close()
     base = best["lerobot (svtav1 g2 crf30)"]
     rows = []
     raw_bytes = total * height * width * 3

@@ -1,5 +1,6 @@
 """GPU vs all CPU cores: frames/s for decode alone and for the shard path (decode -> 224x224 resize ->
-JPEG q95 4:4:4; the default one-pass swscale resize and the old RGB + OpenCV one), for H.264, HEVC and
+JPEG q95 4:4:4; the default swscale pass to JPEG's YCbCr planes, the swscale pass to BGR before it, and
+the first RGB + OpenCV one), for H.264, HEVC and
 AV1 at 480p, 720p and 1080p, same machine, same run.
 
     python -m bench.gpu_decode [--frames 150] [--repeat 2] [--backends pyav,torchcodec-cpu,nvcodec,...]
@@ -35,8 +36,11 @@ from pipeline.video.pool import ACTORS_PER_GPU
 CODECS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 SIZES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
 VIEW = ViewConfig(height=224, width=224, jpeg_quality=95, jpeg_subsampling="444")
-VIEWS = {"shard": VIEW, "shard_opencv": ViewConfig(height=224, width=224, scaler="opencv")}
-MODES = ("decode", "shard", "shard_opencv")  # shard_opencv: decode -> full-size RGB -> OpenCV resize (the old path)
+VIEWS = {"shard": VIEW, "shard_rgb": ViewConfig(height=224, width=224, scaler="swscale"),
+         "shard_opencv": ViewConfig(height=224, width=224, scaler="opencv")}
+# shard: the default (swscale to JPEG's YCbCr planes); shard_rgb: swscale to BGR, then OpenCV's JPEG
+# (the default before it); shard_opencv: decode -> full-size RGB -> OpenCV resize (the first path)
+MODES = ("decode", "shard", "shard_rgb", "shard_opencv")
 FPS = 30
 
 
@@ -154,6 +158,7 @@ def main() -> None:
                 for backend in runnable:
                     row = {"codec": codec, "size": size, "backend": backend, "workers": workers[backend]}
                     row["shard_x_decode"] = round(best[backend, "shard"] / best[backend, "decode"], 2)
+                    row["rgb_x_decode"] = round(best[backend, "shard_rgb"] / best[backend, "decode"], 2)
                     row["opencv_x_decode"] = round(best[backend, "shard_opencv"] / best[backend, "decode"], 2)
                     for mode in MODES:
                         row[f"{mode}_fps"] = round(best[backend, mode], 1)
@@ -181,17 +186,17 @@ def _line(row: dict) -> str:
             f"decode {row['decode_fps']:8.1f} f/s ({ratio(row['decode_x_pyav'])})   "
             f"shard path {row['shard_fps']:8.1f} f/s ({ratio(row['shard_x_pyav'])}, "
             f"{row['shard_x_decode']:.2f}x own decode; "
-            f"OpenCV-resize path {row['opencv_x_decode']:.2f}x)")
+            f"RGB path {row['rgb_x_decode']:.2f}x; OpenCV-resize path {row['opencv_x_decode']:.2f}x)")
 
 
 def _table(rows: list[dict]) -> None:
     print("\n| codec | size | backend | processes | decode f/s | vs PyAV | shard path f/s | vs PyAV | "
-          "shard / decode | old path (RGB + OpenCV) / decode |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "shard / decode | RGB path (swscale to BGR + OpenCV JPEG) / decode | first path (RGB + OpenCV) / decode |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['codec']} | {r['size']} | {r['backend']} | {r['workers']} | {r['decode_fps']} | "
               f"{r['decode_x_pyav'] or '-'} | {r['shard_fps']} | {r['shard_x_pyav'] or '-'} | "
-              f"{r['shard_x_decode']} | {r['opencv_x_decode']} |")
+              f"{r['shard_x_decode']} | {r['rgb_x_decode']} | {r['opencv_x_decode']} |")
 
 
 if __name__ == "__main__":

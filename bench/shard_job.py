@@ -7,7 +7,9 @@ copied into the store). Then, per round and back to back: the baseline decodes e
 version's episodes use to full-size RGB with PyAV, one process per core (each process a share of
 the (episode, camera) videos); the shard job (`jobs.shard.run_shard`, a new view each round) runs
 on a local Ray of as many CPUs: planning, decode -> 224x224 -> JPEG, tar, index, sample table and
-commit all counted, Ray's own start excluded (it is started once before the rounds). Frames/s is the
+commit all counted, Ray's own start excluded (it is started once before the rounds); then the same job
+with the previous default frame path (``scaler="swscale"``: swscale to BGR, OpenCV's JPEG) as a second
+baseline. Frames/s is the
 number of frames the view holds (each camera frame once) over wall time; the ratio is the job's.
 
 Shards are the job's unit of parallelism (one writer per shard) and a view of a small dataset is one
@@ -64,12 +66,13 @@ def bare_decode(pool: ProcessPoolExecutor, videos: list[tuple[str, int, int]], w
     return frames, time.perf_counter() - started
 
 
-def shard_job(store_path: str, round_: int, min_shards: int) -> tuple[int, int, float]:
+def shard_job(store_path: str, round_: int, min_shards: int, scaler: str = "swscale-ycbcr") -> tuple[int, int, float]:
     """(frames decoded, shards, seconds) of one shard job writing a new view."""
     from jobs.shard import run_shard
     from pipeline.shards import ViewConfig
 
-    view = ViewConfig(height=224, width=224, segment_steps=64 + round_, min_shards=min_shards)  # new each round
+    view = ViewConfig(height=224, width=224, segment_steps=64 + round_, min_shards=min_shards,
+                      scaler=scaler)  # a new view each round
     started = time.perf_counter()
     report, _ = run_shard(store_path, view)
     return int(report.decoded or 0), int(report.extra["shards"]), time.perf_counter() - started
@@ -102,9 +105,11 @@ def main() -> None:
         for r in range(args.rounds):
             frames, seconds = bare_decode(pool, videos, workers)
             job_frames, shards, job_seconds = shard_job(store, r, min_shards)
+            _, _, rgb_seconds = shard_job(store, r, min_shards, scaler="swscale")
             row = {"round": r, "frames": frames, "decode_fps": round(frames / seconds, 1), "shards": shards,
                    "job_frames": job_frames, "job_fps": round(frames / job_seconds, 1),
-                   "job_s": round(job_seconds, 2), "ratio": round(seconds / job_seconds, 3)}
+                   "job_s": round(job_seconds, 2), "ratio": round(seconds / job_seconds, 3),
+                   "rgb_path_fps": round(frames / rgb_seconds, 1), "rgb_path_ratio": round(seconds / rgb_seconds, 3)}
             rows.append(row)
             print(row, flush=True)
     print(f"written {write_result(f'shard_job_{args.codec}', {'cores': workers, 'codec': args.codec, 'rows': rows})}")

@@ -89,6 +89,79 @@ def test_opencv_scaler_keeps_the_previous_bytes(clip):
 
 def test_scaler_is_part_of_the_view_identity():
     assert ViewConfig().view_id("v") != ViewConfig(scaler="opencv").view_id("v")
-    assert ViewConfig().content_identity()["scaler"] == "swscale"
+    assert ViewConfig().view_id("v") != ViewConfig(scaler="swscale").view_id("v")
+    assert ViewConfig().content_identity()["scaler"] == "swscale-ycbcr"
+    # where JPEG planes are not used, the default writes swscale's bytes and keeps those views' ids
+    for other in ({"frame_codec": "npy"}, {"frame_codec": "png"}, {"resize": "pad"}, {"resize": "crop"}):
+        assert ViewConfig(**other).view_id("v") == ViewConfig(scaler="swscale", **other).view_id("v"), other
     with pytest.raises(ValueError, match="scaler"):
         ViewConfig(scaler="pillow")
+
+
+def _jpeg_planes(path, height: int, width: int, planar: str) -> list[tuple[np.ndarray, ...]]:
+    """swscale's full-range YCbCr planes of every frame, by a plain PyAV call with the view's flags."""
+    import av
+    from av.video.reformatter import ColorRange
+
+    out = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            scaled = frame.reformat(width, height, format=planar, interpolation=SWS_VIEW_SHRINK,
+                                    dst_color_range=ColorRange.JPEG)
+            out.append(tuple(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].copy()
+                             for p in scaled.planes))
+    return out
+
+
+@pytest.mark.parametrize(("subsampling", "planar"), [("444", "yuv444p"), ("420", "yuv420p")])
+def test_default_jpeg_members_are_swscales_ycbcr_planes_encoded_as_they_are(clip, subsampling, planar):
+    """No RGB frame in between: the member is libjpeg-turbo's JPEG of swscale's YCbCr planes, byte for byte."""
+    import simplejpeg
+
+    view = ViewConfig(height=72, width=88, jpeg_subsampling=subsampling)
+    got = CpuFramePipeline(PyAVDecoder(threads=1)).encode_video(video_input(clip), INDICES, view)
+    planes = _jpeg_planes(clip, 72, 88, planar)
+    for index in INDICES:
+        assert got[index] == simplejpeg.encode_jpeg_yuv_planes(*planes[index], quality=95), index
+        height, width, _, sampling = simplejpeg.decode_jpeg_header(got[index])
+        assert (height, width, sampling) == (72, 88, subsampling)
+
+
+def test_ycbcr_members_decode_within_rounding_of_the_rgb_path(clip):
+    """Against the RGB path (swscale to RGB, then the encoder's own RGB -> YCbCr): the same picture."""
+    import simplejpeg
+
+    decoder = CpuFramePipeline(PyAVDecoder(threads=1))
+    planes = decoder.encode_video(video_input(clip), INDICES, ViewConfig(height=72, width=88))
+    rgb = decoder.encode_video(video_input(clip), INDICES, ViewConfig(height=72, width=88, scaler="swscale"))
+    reference = _swscale(clip, 72, 88)
+    for index in INDICES:
+        ours = simplejpeg.decode_jpeg(planes[index], colorspace="RGB")
+        assert planes[index] != rgb[index]
+        assert psnr(ours, simplejpeg.decode_jpeg(rgb[index], colorspace="RGB")) >= 42, index  # measured 44.0
+        assert psnr(ours, reference[index]) >= 40, index
+
+
+def test_bt709_pictures_take_the_rgb_path_with_their_own_matrix(tmp_path):
+    """swscale applies no colour matrix between YUV layouts, and a JPEG's YCbCr is BT.601: a BT.709
+    source is converted to RGB with its own matrix first (as a plain decode does), never mislabelled."""
+    import simplejpeg
+
+    path = make_video(tmp_path / "bt709.mp4", frames=6, height=240, width=320, colorspace=1)
+    view = ViewConfig(height=72, width=88)
+    got = CpuFramePipeline(PyAVDecoder(threads=1)).encode_video(video_input(path), [0, 3], view)
+    bt709 = _swscale(path, 72, 88)
+    as_bt601 = [simplejpeg.decode_jpeg(simplejpeg.encode_jpeg_yuv_planes(*p, quality=95), colorspace="RGB")
+                for p in _jpeg_planes(path, 72, 88, "yuv444p")]
+    for index in (0, 3):
+        ours = simplejpeg.decode_jpeg(got[index], colorspace="RGB")
+        assert psnr(ours, bt709[index]) >= 40, index
+        assert psnr(as_bt601[index], bt709[index]) < psnr(ours, bt709[index]) - 6, index  # the matrix shows
+
+
+def test_native_size_jpeg_members_keep_the_plain_decode(clip):
+    """At the source's own size the default writes the RGB path's bytes: the JPEG of the plain decode."""
+    decoder = CpuFramePipeline(PyAVDecoder(threads=1))
+    default = decoder.encode_video(video_input(clip), INDICES, ViewConfig(height=240, width=320))
+    rgb = decoder.encode_video(video_input(clip), INDICES, ViewConfig(height=240, width=320, scaler="swscale"))
+    assert default == rgb

@@ -1,8 +1,9 @@
 """Frame pipelines: one video's wanted frames -> decoded -> resized -> encoded shard members.
 
 - CpuFramePipeline: any FrameDecoder, resize (swscale on the decoded picture, fused with the colour
-  conversion, or OpenCV on RGB: ``ViewConfig.scaler``), OpenCV encode: the reference path, whose bytes
-  define a CPU-built shard (reproducible byte for byte).
+  conversion, or OpenCV on RGB: ``ViewConfig.scaler``), encode on the CPU (JPEG straight from swscale's
+  YCbCr planes by default; OpenCV from BGR otherwise): the reference path, whose bytes define a
+  CPU-built shard (reproducible byte for byte).
 - DeviceFramePipeline: a decoder that yields tensors on its device (NVDEC), resize on that device,
   JPEG on that device (nvJPEG); only compressed bytes cross to the host. Without a device JPEG
   encoder that fits the view, resized frames are copied to the host and encoded there.
@@ -49,6 +50,9 @@ class CpuFramePipeline:
             # letterbox / crop fit the RGB frame first; opencv keeps the bytes of views built before swscale
             return {index: encode_image(fit_frame(rgb, view), view)
                     for index, rgb in self.decoder.frames(video, indices)}
+        if view.frame_codec == "jpg" and view.scaler == "swscale-ycbcr" and hasattr(self.decoder, "jpeg_planes"):
+            planes = self.decoder.jpeg_planes(video, indices, view.height, view.width, view.jpeg_subsampling)
+            return {index: encode_member(image, view) for index, image in planes}
         fmt = member_format(view)
         return {index: encode_member(image, view) for index, image in self._scaled(video, indices, view, fmt)}
 

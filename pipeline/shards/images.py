@@ -17,9 +17,10 @@ import io
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from pipeline.shards.view import JPEG_SUBSAMPLING, ViewConfig
-from pipeline.video.resize import resize_frame
+from pipeline.video.resize import JpegPlanes, resize_frame
 
 
 def letterbox_region(height: int, width: int, out_height: int, out_width: int) -> tuple[int, int, int, int]:
@@ -63,9 +64,19 @@ def member_format(view: ViewConfig) -> str:
     return "rgb24" if view.frame_codec == "npy" else "bgr24"
 
 
-def encode_member(image: np.ndarray, view: ViewConfig) -> bytes:
-    """A frame already in ``member_format(view)`` as member bytes (no channel swap)."""
+def encode_member(image: np.ndarray | JpegPlanes, view: ViewConfig) -> bytes:
+    """A frame already in ``member_format(view)`` (or as JPEG planes) as member bytes (no channel swap)."""
+    if isinstance(image, JpegPlanes):
+        return encode_planes(image, view)
     return npy_bytes(image) if view.frame_codec == "npy" else encode_bgr(image, view)
+
+
+def encode_planes(planes: JpegPlanes, view: ViewConfig) -> bytes:
+    """A JPEG of YCbCr planes as they are (libjpeg-turbo through simplejpeg, baseline, standard tables,
+    like OpenCV's encoder): the encoder's own RGB -> YCbCr pass is skipped along with swscale's RGB."""
+    if view.frame_codec != "jpg":
+        raise ValueError(f"JPEG planes cannot be stored as {view.frame_codec}")
+    return simplejpeg.encode_jpeg_yuv_planes(planes.y, planes.cb, planes.cr, quality=view.jpeg_quality)
 
 
 def encode_bgr(bgr: np.ndarray, view: ViewConfig) -> bytes:

@@ -16,9 +16,11 @@ FRAME_CODECS = ("jpg", "png", "npy")
 RESIZE_MODES = ("stretch", "pad", "crop")  # stretch to size | letterbox, aspect kept | centre crop
 FRAME_CODECS = ("jpg", "png", "npy", "mp4")  # mp4: one video segment per sample and camera (video/segments.py)
 VIDEO_CODECS = ("mp4",)
-# swscale: convert + resize the decoded picture in one pass (pipeline.video.resize.scale_frame);
-# opencv: RGB frame first, then OpenCV INTER_AREA/INTER_LINEAR (the bytes of views built before it).
-SCALERS = ("swscale", "opencv")
+# swscale-ycbcr: JPEG members from swscale's YCbCr planes, no RGB frame (scale_to_jpeg_planes); other
+# codecs take swscale's path. swscale: convert + resize the decoded picture to RGB in one pass
+# (pipeline.video.resize.scale_frame); opencv: RGB frame first, then OpenCV INTER_AREA/INTER_LINEAR.
+# The last two keep the bytes of views built before each newer one.
+SCALERS = ("swscale-ycbcr", "swscale", "opencv")
 JPEG_SUBSAMPLING = {"444": 0x111111, "422": 0x211111, "420": 0x221111}
 _PLANNING_ONLY = ("target_shard_bytes", "min_shards", "estimated_bytes_per_pixel")
 
@@ -46,7 +48,7 @@ class ViewConfig:
     video_crf: int = 10
     video_pix_fmt: str = "yuv444p"
     video_passthrough: bool = True  # mp4 at the source's own size: cut the source's packets, no re-encode
-    scaler: str = "swscale"  # CPU resize engine (SCALERS): it changes the bytes, so it is part of the identity
+    scaler: str = "swscale-ycbcr"  # CPU resize engine (SCALERS): it changes the bytes, so it is part of the identity
     decoder: str = field(default="auto", compare=False)  # "auto": routed per video; else a backend name
     # Named step extras stored per sample as ``extra.<name>.npy`` (e.g. Cosmos' continuous_gripper_state).
     step_extras: tuple[str, ...] = ()
@@ -72,6 +74,8 @@ class ViewConfig:
         data.pop("decoder")
         if self.resize == "stretch":  # ids of views made before resize modes existed stay the same
             data.pop("resize")
+        if self.scaler == "swscale-ycbcr" and (self.frame_codec != "jpg" or self.resize != "stretch"):
+            data["scaler"] = "swscale"  # the same bytes as swscale's there: those views keep their ids
         if self.resize != "pad":
             data.pop("pad_value")
         data["cameras"] = list(self.cameras) if self.cameras is not None else None

@@ -19,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 
 from pipeline.video.mjpeg import jpeg_frames
 from pipeline.video.probe import VideoError, VideoProbe
-from pipeline.video.resize import scale_array, scale_frame
+from pipeline.video.resize import JpegPlanes, scale_array, scale_frame, scale_to_jpeg_planes
 
 if TYPE_CHECKING:
     import torch
@@ -98,6 +98,17 @@ class PyAVDecoder:
                 yield index, scale_array(picture, height, width, fmt)
             else:
                 yield index, scale_frame(picture, height, width, fmt, reformatter, self.threads)
+
+    def jpeg_planes(self, video: VideoInput, indices: Sequence[int], height: int, width: int,
+                    subsampling: str) -> Iterator[tuple[int, JpegPlanes | np.ndarray]]:
+        """Like ``scaled_frames``, but each picture as JPEG's YCbCr planes
+        (``pipeline.video.resize.scale_to_jpeg_planes``), or a BGR array where those need a colour matrix."""
+        reformatter = VideoReformatter()
+        for index, picture in self._pictures(video, indices):
+            if isinstance(picture, np.ndarray):
+                yield index, scale_array(picture, height, width, "bgr24")
+            else:
+                yield index, scale_to_jpeg_planes(picture, height, width, subsampling, reformatter, self.threads)
 
     def _pictures(self, video: VideoInput, indices: Sequence[int]) -> Iterator[tuple[int, Picture]]:
         wanted = np.unique(np.asarray(indices, dtype=np.int64))

@@ -221,6 +221,7 @@ VIEWS = {  # frame codec settings compared at each size (the first is the defaul
     "jpg q95 4:4:4 (default)": {},
     "jpg q90 4:2:0": {"jpeg_quality": 90, "jpeg_subsampling": "420"},
     "raw (npy)": {"frame_codec": "npy"},
+    "video (mp4 segments)": {"frame_codec": "mp4"},
 }
 
 
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--baseline-batches", type=int, default=6)
     parser.add_argument("--suite", choices=["codecs", "windows"], default="codecs")
+    parser.add_argument("--views", default=",".join(VIEWS), help="comma-separated labels of VIEWS to run")
+    parser.add_argument("--sizes", default="480x640,224x224")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.suite == "windows":
@@ -236,10 +239,11 @@ def main() -> None:
         return
     source, store = prepared_store()
     results = {}
-    for height, width in ((480, 640), (224, 224)):
+    for height, width in (tuple(map(int, size.split("x"))) for size in args.sizes.split(",")):
         base = baseline_rate(source, height, width, args.baseline_batches)
         row = {"baseline_samples_per_s": round(base, 1)}
-        for label, options in VIEWS.items():
+        for label in args.views.split(","):
+            options = VIEWS[label]
             view = ViewConfig(height=height, width=width, max_action_horizon=HORIZON, target_shard_bytes=256_000_000,
                               decoder="pyav", **options)
             view_id = prepared_view(store, view)

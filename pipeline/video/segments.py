@@ -96,3 +96,47 @@ def decode_segment(data: bytes, expected: int, where: str) -> list[np.ndarray]:
     if len(frames) != expected:
         raise ValueError(f"{where}: video segment decodes to {len(frames)} frames, its sample lists {expected}")
     return frames
+
+
+class SegmentDecoder:
+    """One segment decoded forward only as far as asked: a shuffled loader wants one picture of a
+    64-step segment, and decoding all of them to RGB cost 64 conversions for one frame. Pictures
+    decoded on the way are kept in the decoder's layout (YUV) and converted to RGB when first asked
+    for, so a later request for any of them converts, not decodes. ``expected``: the pictures the
+    sample lists; a segment that ends before a requested one is a ValueError naming ``where``."""
+
+    def __init__(self, data: bytes, expected: int, where: str) -> None:
+        self.expected, self.where = expected, where
+        self._pictures: list[av.VideoFrame] = []
+        self._rgb: dict[int, np.ndarray] = {}
+        try:
+            self._container = av.open(io.BytesIO(data), mode="r")
+            stream = self._container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self._frames = self._container.decode(stream)
+        except av.error.FFmpegError as exc:
+            raise ValueError(f"{where}: corrupt video segment: {exc}") from exc
+
+    def frame(self, position: int) -> np.ndarray:
+        """Picture ``position`` (presentation order) as RGB."""
+        if not 0 <= position < self.expected:
+            raise ValueError(f"{self.where}: picture {position} outside the segment's {self.expected}")
+        image = self._rgb.get(position)
+        if image is None:
+            self._decode_through(position)
+            image = self._rgb[position] = self._pictures[position].to_ndarray(format="rgb24")
+        return image
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _decode_through(self, position: int) -> None:
+        try:
+            while len(self._pictures) <= position:
+                picture = next(self._frames, None)
+                if picture is None:
+                    raise ValueError(f"{self.where}: video segment decodes to {len(self._pictures)} frames, "
+                                     f"its sample lists {self.expected}")
+                self._pictures.append(picture)
+        except av.error.FFmpegError as exc:
+            raise ValueError(f"{self.where}: corrupt video segment: {exc}") from exc

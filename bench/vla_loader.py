@@ -222,6 +222,8 @@ VIEWS = {  # frame codec settings compared at each size (the first is the defaul
     "jpg q90 4:2:0": {"jpeg_quality": 90, "jpeg_subsampling": "420"},
     "raw (npy)": {"frame_codec": "npy"},
     "video (mp4 segments)": {"frame_codec": "mp4"},
+    "video (mp4 segments, GOP 8)": {"frame_codec": "mp4", "video_gop": 8},
+    "video (mp4 segments, all-intra)": {"frame_codec": "mp4", "video_gop": 1},
 }
 
 
@@ -250,10 +252,12 @@ def main() -> None:
             big = scaled_view(store, view_id, 10)
             ours = actionreel_rate(store, big, args.batches)
             mem_1x, mem_10x = memory_mb(store, view_id, 40), memory_mb(store, big, 40)
+            shard_bytes = view_bytes(store, view_id)
             row[label] = {"samples_per_s": round(ours, 1), "ratio_vs_baseline": round(ours / base, 1),
-                          "peak_rss_mb_1x": mem_1x, "peak_rss_mb_10x": mem_10x}
+                          "peak_rss_mb_1x": mem_1x, "peak_rss_mb_10x": mem_10x, "shard_bytes": shard_bytes}
             print(f"{height}x{width} {label:24s}: ActionReel {ours:7,.0f} samples/s | decode-per-sample baseline "
-                  f"{base:5,.0f} samples/s | ratio {ours / base:5.1f}x | peak RSS main/workers 1x "
+                  f"{base:5,.0f} samples/s | ratio {ours / base:5.1f}x | shards {shard_bytes / 1e6:.1f} MB | "
+                  f"peak RSS main/workers 1x "
                   f"{mem_1x['self']:.0f}/{mem_1x['children']:.0f} MB, 10x {mem_10x['self']:.0f}/"
                   f"{mem_10x['children']:.0f} MB", flush=True)
         results[f"{height}x{width}"] = row

@@ -112,10 +112,27 @@ def test_segment_members_replace_per_frame_members(store, passthrough):
     assert all(f == sorted(f) for f in info["segment_frames"].values())
 
 
-def test_encoded_segments_are_within_the_jpeg_bound_of_the_resized_source(store):
+def _keyframe_positions(data: bytes) -> list[int]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    return [i for i, p in enumerate(sorted(packets, key=lambda p: p.pts)) if p.is_keyframe]
+
+
+@pytest.mark.parametrize("gop", [0, 6])
+def test_encoded_segments_are_within_the_jpeg_bound_of_the_resized_source(store, gop):
     view = ViewConfig(height=96, width=128, frame_codec="mp4", segment_steps=24, max_action_horizon=4,
-                      decoder="pyav")
+                      decoder="pyav", video_gop=gop)
     _, view_id = run_shard(str(store), view)
+    source = ViewSource(str(store), view_id)
+    for sample in range(4):
+        info = json.loads(source.member(sample, "meta.json"))
+        for camera, listed in info["segment_frames"].items():
+            keys = _keyframe_positions(source.member(sample, f"{camera}.mp4"))
+            assert keys == [0] if not gop else set(range(0, len(listed), gop)) <= set(keys), (sample, camera, keys)
     jpeg = ViewConfig(height=96, width=128, segment_steps=24, max_action_horizon=4, decoder="pyav")
     _, jpeg_id = run_shard(str(store), jpeg)
     metas, s, scaled, steps = _metas(store), EpisodeStore(str(store)), {}, {}
@@ -135,3 +152,10 @@ def test_encoded_segments_are_within_the_jpeg_bound_of_the_resized_source(store)
     # the JPEG view's bound on average; no frame below 38 dB (8-bit YUV 4:4:4 round trip + GOP drift)
     assert np.mean(list(ours.values())) >= 40.0 and min(ours.values()) >= 38.0, (np.mean(list(ours.values())),
                                                                                min(ours.values()))
+
+
+def test_segment_gop_is_part_of_the_identity_only_when_set():
+    assert "video_gop" not in ViewConfig(frame_codec="mp4").identity()  # views made before it keep their ids
+    assert ViewConfig(frame_codec="mp4", video_gop=8).view_id("v") != ViewConfig(frame_codec="mp4").view_id("v")
+    with pytest.raises(ValueError, match="video_gop"):
+        ViewConfig(video_gop=-1)

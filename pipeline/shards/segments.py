@@ -70,5 +70,5 @@ def _encoded(video: VideoInput, cam: CameraInfo, meta: EpisodeMeta, name: str, u
                                 episode_id=meta.episode_id, camera=name)
     arrays = {index - cam.frame_start: np.load(io.BytesIO(data), allow_pickle=False) for index, data in raw.items()}
     return {k: (encode_segment([arrays[int(i)] for i in frames], video.probe.fps, view.video_crf,
-                           view.video_pix_fmt), frames.tolist())
+                               view.video_pix_fmt, view.video_gop), frames.tolist())
             for k, frames in used.items()}

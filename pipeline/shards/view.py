@@ -48,6 +48,9 @@ class ViewConfig:
     video_crf: int = 10
     video_pix_fmt: str = "yuv444p"
     video_passthrough: bool = True  # mp4 at the source's own size: cut the source's packets, no re-encode
+    # pictures per GOP of an encoded segment (0: one GOP, its first picture the only keyframe): a loader
+    # reading one step decodes from the keyframe before it, so short GOPs serve random access
+    video_gop: int = 0
     scaler: str = "swscale-ycbcr"  # CPU resize engine (SCALERS): it changes the bytes, so it is part of the identity
     decoder: str = field(default="auto", compare=False)  # "auto": routed per video; else a backend name
     # Named step extras stored per sample as ``extra.<name>.npy`` (e.g. Cosmos' continuous_gripper_state).
@@ -64,6 +67,8 @@ class ViewConfig:
             raise ValueError("pad_value must be in [0, 255]")
         if self.video_pix_fmt not in ("yuv444p", "yuv420p"):
             raise ValueError(f"video_pix_fmt must be yuv444p or yuv420p, got {self.video_pix_fmt!r}")
+        if self.video_gop < 0:
+            raise ValueError(f"video_gop must be >= 0 (0: one GOP per segment), got {self.video_gop}")
         if self.scaler not in SCALERS:
             raise ValueError(f"scaler must be one of {SCALERS}, got {self.scaler!r}")
         if min(self.height, self.width, self.segment_steps, self.max_action_horizon, self.min_shards) < 1:
@@ -78,6 +83,8 @@ class ViewConfig:
             data["scaler"] = "swscale"  # the same bytes as swscale's there: those views keep their ids
         if self.resize != "pad":
             data.pop("pad_value")
+        if not self.video_gop:  # one GOP per segment, as views made before the option
+            data.pop("video_gop")
         data["cameras"] = list(self.cameras) if self.cameras is not None else None
         if self.step_extras:
             data["step_extras"] = list(self.step_extras)

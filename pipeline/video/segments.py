@@ -19,7 +19,9 @@ Either way the member is self-contained (decodable without any other sample) and
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -34,13 +36,15 @@ SEGMENT_ENCODER = "libx264"
 _MUX_OPTIONS = {"fflags": "+bitexact"}  # no muxer version string: the bytes depend on the packets only
 
 
-def encode_segment(frames: Sequence[np.ndarray], fps: Fraction, crf: int, pix_fmt: str = "yuv444p") -> bytes:
-    """RGB frames (all one size) as one H.264 GOP in an MP4: frame 0 the only keyframe."""
+def encode_segment(frames: Sequence[np.ndarray], fps: Fraction, crf: int, pix_fmt: str = "yuv444p",
+                   gop: int = 0) -> bytes:
+    """RGB frames (all one size) as H.264 in an MP4: one GOP (frame 0 the only keyframe), or a keyframe
+    every ``gop`` frames."""
     if not frames:
         raise ValueError("a segment needs at least one frame")
     height, width = frames[0].shape[:2]
-    config = EncodeConfig(codec=SEGMENT_ENCODER, crf=crf, gop_seconds=len(frames) / float(fps), threads=1,
-                          pix_fmt=pix_fmt)
+    config = EncodeConfig(codec=SEGMENT_ENCODER, crf=crf, gop_seconds=(gop or len(frames)) / float(fps),
+                          threads=1, pix_fmt=pix_fmt)
     data, count = encode_frames(frames, fps, width, height, config)
     if count != len(frames):
         raise ValueError(f"segment encoder wrote {count} of {len(frames)} frames")
@@ -99,23 +103,29 @@ def decode_segment(data: bytes, expected: int, where: str) -> list[np.ndarray]:
 
 
 class SegmentDecoder:
-    """One segment decoded forward only as far as asked: a shuffled loader wants one picture of a
-    64-step segment, and decoding all of them to RGB cost 64 conversions for one frame. Pictures
-    decoded on the way are kept in the decoder's layout (YUV) and converted to RGB when first asked
-    for, so a later request for any of them converts, not decodes. ``expected``: the pictures the
-    sample lists; a segment that ends before a requested one is a ValueError naming ``where``."""
+    """One segment decoded only as far as asked: a shuffled loader wants one picture of a 64-step
+    segment. A request seeks to the last keyframe at or before its picture (when the packets are in
+    presentation order: no reordered B-frames) or goes on from where the last one stopped, decodes
+    through the picture, and converts that one to RGB; pictures decoded on the way stay in the
+    decoder's layout (YUV) for later requests. ``expected``: the pictures the sample lists; a segment
+    that holds another number, or ends early, is a ValueError naming ``where``."""
 
     def __init__(self, data: bytes, expected: int, where: str) -> None:
         self.expected, self.where = expected, where
-        self._pictures: list[av.VideoFrame] = []
+        self.decoded = 0  # pictures decoded so far (what a request cost)
+        self._pictures: dict[int, av.VideoFrame] = {}
         self._rgb: dict[int, np.ndarray] = {}
+        self._frames = None
+        self._next = 0  # the position the forward decode yields next
         try:
             self._container = av.open(io.BytesIO(data), mode="r")
-            stream = self._container.streams.video[0]
-            stream.thread_type = "AUTO"
-            self._frames = self._container.decode(stream)
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            self._pts, self._keys, self._seekable = self._packet_index()
         except av.error.FFmpegError as exc:
             raise ValueError(f"{where}: corrupt video segment: {exc}") from exc
+        if self._seekable and len(self._pts) != expected:
+            raise ValueError(f"{where}: video segment holds {len(self._pts)} pictures, its sample lists {expected}")
 
     def frame(self, position: int) -> np.ndarray:
         """Picture ``position`` (presentation order) as RGB."""
@@ -123,20 +133,48 @@ class SegmentDecoder:
             raise ValueError(f"{self.where}: picture {position} outside the segment's {self.expected}")
         image = self._rgb.get(position)
         if image is None:
-            self._decode_through(position)
-            image = self._rgb[position] = self._pictures[position].to_ndarray(format="rgb24")
+            try:
+                picture = self._pictures.get(position)
+                picture = picture if picture is not None else self._decode_through(position)
+            except av.error.FFmpegError as exc:
+                raise ValueError(f"{self.where}: corrupt video segment: {exc}") from exc
+            image = self._rgb[position] = picture.to_ndarray(format="rgb24")
         return image
 
     def close(self) -> None:
         self._container.close()
 
-    def _decode_through(self, position: int) -> None:
-        try:
-            while len(self._pictures) <= position:
-                picture = next(self._frames, None)
-                if picture is None:
-                    raise ValueError(f"{self.where}: video segment decodes to {len(self._pictures)} frames, "
-                                     f"its sample lists {self.expected}")
-                self._pictures.append(picture)
-        except av.error.FFmpegError as exc:
-            raise ValueError(f"{self.where}: corrupt video segment: {exc}") from exc
+    def _packet_index(self) -> tuple[list[int], list[int], bool]:
+        """(pts of each picture in presentation order, positions of the keyframes, whether decode order
+        is presentation order); the demuxer is put back at the start."""
+        packets = [(p.pts, p.is_keyframe) for p in self._container.demux(self._stream) if p.pts is not None and p.size]
+        in_order = all(a[0] < b[0] for a, b in itertools.pairwise(packets))
+        if packets:
+            self._container.seek(packets[0][0], stream=self._stream, backward=True, any_frame=False)
+        return [pts for pts, _ in packets], [i for i, (_, key) in enumerate(packets) if key], in_order and bool(packets)
+
+    def _decode_through(self, position: int) -> av.VideoFrame:
+        if self._seekable:
+            key = self._keys[bisect.bisect_right(self._keys, position) - 1] if self._keys else 0
+            if self._frames is None or not key <= self._next <= position:
+                self._container.seek(self._pts[key], stream=self._stream, backward=True, any_frame=False)
+                self._frames, self._next = self._container.decode(self._stream), key
+        elif self._frames is None:
+            self._frames = self._container.decode(self._stream)
+        while position not in self._pictures:
+            picture = next(self._frames, None)
+            if picture is None:
+                raise ValueError(f"{self.where}: video segment decodes to {self._next} frames, its sample "
+                                 f"lists {self.expected}")
+            at = self._position_of(picture)
+            self._pictures[at] = picture
+            self._next, self.decoded = at + 1, self.decoded + 1
+        return self._pictures[position]
+
+    def _position_of(self, picture: av.VideoFrame) -> int:
+        if not self._seekable:
+            return self._next
+        at = bisect.bisect_left(self._pts, picture.pts) if picture.pts is not None else len(self._pts)
+        if at == len(self._pts) or self._pts[at] != picture.pts:
+            raise ValueError(f"{self.where}: decoded a picture (pts {picture.pts}) the segment's packets do not list")
+        return at

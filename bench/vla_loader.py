@@ -222,8 +222,8 @@ VIEWS = {  # frame codec settings compared at each size (the first is the defaul
     "jpg q90 4:2:0": {"jpeg_quality": 90, "jpeg_subsampling": "420"},
     "raw (npy)": {"frame_codec": "npy"},
     "video (mp4 segments)": {"frame_codec": "mp4"},
-    "video (mp4 segments, GOP 8)": {"frame_codec": "mp4", "video_gop": 8},
-    "video (mp4 segments, all-intra)": {"frame_codec": "mp4", "video_gop": 1},
+    "video (mp4 segments) GOP 8": {"frame_codec": "mp4", "video_gop": 8},
+    "video (mp4 segments) all-intra": {"frame_codec": "mp4", "video_gop": 1},
 }
 
 

@@ -301,7 +301,8 @@ def _in_range(value: float | None, option: str, low: float, high: float | None =
 
 def view_from_options(size: str, cameras: str | None, frame_codec: str, jpeg_quality: int, jpeg_subsampling: str,
                       segment_steps: int, max_action_horizon: int | None, resize: str, pad_value: int,
-                      shard_mb: float | None, min_shards: int, decoder: str, step_extras: str | None) -> ViewConfig:
+                      shard_mb: float | None, min_shards: int, decoder: str, step_extras: str | None,
+                      video_gop: int = 0) -> ViewConfig:
     """The command line's view options, each checked, as a ViewConfig."""
     height, width = parse_size(size)
     choice(frame_codec, choices.FRAME_CODECS, "--frame-codec")
@@ -313,6 +314,7 @@ def view_from_options(size: str, cameras: str | None, frame_codec: str, jpeg_qua
     _in_range(segment_steps, "--segment-steps", 1)
     _in_range(max_action_horizon, "--max-action-horizon", 1)
     _in_range(min_shards, "--min-shards", 1)
+    _in_range(video_gop, "--video-gop", 0)
     if shard_mb is not None and shard_mb <= 0:
         raise UserError(f"--shard-mb {shard_mb:g}: the target shard size must be more than 0 MB (e.g. 1000)")
     picked = split_list(cameras)
@@ -325,7 +327,8 @@ def view_from_options(size: str, cameras: str | None, frame_codec: str, jpeg_qua
                       max_action_horizon=max_action_horizon or choices.DEFAULT_MAX_ACTION_HORIZON, resize=resize,
                       pad_value=pad_value,
                       target_shard_bytes=int(shard_mb * 1e6) if shard_mb else choices.DEFAULT_SHARD_BYTES,
-                      min_shards=min_shards, decoder=decoder, step_extras=split_list(step_extras) or ())
+                      min_shards=min_shards, decoder=decoder, step_extras=split_list(step_extras) or (),
+                      video_gop=video_gop)
 
 
 @command
@@ -336,6 +339,8 @@ def main(
     size: str = typer.Option("224x224", "--size", help="Frame size HEIGHTxWIDTH"),
     cameras: str = typer.Option(None, "--cameras", help="Comma-separated cameras (default: all)"),
     frame_codec: str = typer.Option("jpg", "--frame-codec", help="jpg | png | npy | mp4 (video segments)"),
+    video_gop: int = typer.Option(0, "--video-gop", help="mp4 segments encoded at another size: a keyframe every "
+                                  "N pictures, for random access (0: one GOP per segment)"),
     jpeg_quality: int = typer.Option(95, "--jpeg-quality", help="1-100"),
     jpeg_subsampling: str = typer.Option("444", "--jpeg-subsampling", help="444 | 422 | 420"),
     segment_steps: int = typer.Option(64, "--segment-steps"),
@@ -357,7 +362,8 @@ def main(
 ) -> Outcome:
     """Materialize a view of a version as WebDataset shards; prints where the view is and its id."""
     view = view_from_options(size, cameras, frame_codec, jpeg_quality, jpeg_subsampling, segment_steps,
-                             max_action_horizon, resize, pad_value, shard_mb, min_shards, decoder, step_extras)
+                             max_action_horizon, resize, pad_value, shard_mb, min_shards, decoder, step_extras,
+                             video_gop)
     _in_range(concurrency, "--concurrency", 1)
     if name:
         _check_name(name)

@@ -237,6 +237,7 @@ def _store(cli_ingest) -> str:
     (["--decoder", "nosuch"], ["--decoder 'nosuch'", "pyav"]),
     (["--jpeg-subsampling", "411"], ["--jpeg-subsampling '411'", "444, 422, 420"]),
     (["--jpeg-quality", "0"], ["--jpeg-quality 0", "between 1 and 100"]),
+    (["--video-gop", "-2"], ["--video-gop -2", "at least 0"]),
     (["--version", "nosuchref"], ["'nosuchref' is neither a ref nor a version id"]),
     (["--version", "deadbeef"], ["'deadbeef' matches 0 versions"]),
     (["--name", "no/slash"], ["--name", "bad view name 'no/slash'"]),
@@ -394,3 +395,11 @@ def test_native_stderr_goes_to_the_log_while_a_command_runs_and_comes_back(tmp_p
     captured = capfd.readouterr()
     assert log.read_text() == "core_worker.cc: native line\n"
     assert "our own line" in captured.err and "after the command" in captured.err and "native" not in captured.err
+
+
+def test_video_gop_reaches_the_view():
+    from jobs.shard import view_from_options
+
+    view = view_from_options("96x128", None, "mp4", 95, "444", 24, None, "stretch", 0, None, 1, "auto", None,
+                             video_gop=4)
+    assert (view.frame_codec, view.video_gop, view.height, view.width) == ("mp4", 4, 96, 128)

@@ -120,7 +120,10 @@ class SegmentDecoder:
         try:
             self._container = av.open(io.BytesIO(data), mode="r")
             self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
+            # one thread: a loader worker opens a segment per step, and a decoder thread pool cost
+            # 1 ms per open against 0.9 ms for opening and decoding a 224x224 picture; the loader's
+            # workers are the parallelism
+            self._stream.codec_context.thread_count = 1
             self._pts, self._keys, self._seekable = self._packet_index()
         except av.error.FFmpegError as exc:
             raise ValueError(f"{where}: corrupt video segment: {exc}") from exc

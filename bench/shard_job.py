@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-shards", type=int, default=0, help="0: two per core")
+    parser.add_argument("--size", default="480x640", help="camera HEIGHTxWIDTH of the generated dataset")
     args = parser.parse_args()
     from jobs.ingest import run_ingest
     from jobs.raycluster import init_ray
@@ -92,8 +93,10 @@ def main() -> None:
     min_shards = args.min_shards or 2 * workers
     root = BENCH_DIR / f"shard-job-{args.codec}"
     shutil.rmtree(root, ignore_errors=True)
+    height, width = map(int, args.size.split("x"))
     source = write_sample_dataset(root / "source", SampleSpec(num_episodes=args.episodes, codec=args.codec,
-                                                              min_steps=150, max_steps=250))
+                                                              min_steps=150, max_steps=250, height=height,
+                                                              width=width))
     init_ray(num_cpus=workers)
     store = str(root / "store")
     run_ingest(str(source), store)

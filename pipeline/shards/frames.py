@@ -51,10 +51,10 @@ class CpuFramePipeline:
             return {index: encode_image(fit_frame(rgb, view), view)
                     for index, rgb in self.decoder.frames(video, indices)}
         if view.frame_codec == "jpg" and view.scaler == "swscale-ycbcr" and hasattr(self.decoder, "jpeg_planes"):
-            planes = self.decoder.jpeg_planes(video, indices, view.height, view.width, view.jpeg_subsampling)
-            return {index: encode_member(image, view) for index, image in planes}
-        fmt = member_format(view)
-        return {index: encode_member(image, view) for index, image in self._scaled(video, indices, view, fmt)}
+            images = self.decoder.jpeg_planes(video, indices, view.height, view.width, view.jpeg_subsampling)
+        else:
+            images = self._scaled(video, indices, view, member_format(view))
+        return {index: encode_member(image, view) for index, image in images}
 
     def _scaled(self, video: VideoInput, indices: Sequence[int], view: ViewConfig, fmt: str):
         """Frames at the view's size in ``fmt``: fused in the decoder when it can, else swscale on its arrays."""

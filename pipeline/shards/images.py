@@ -74,8 +74,6 @@ def encode_member(image: np.ndarray | JpegPlanes, view: ViewConfig) -> bytes:
 def encode_planes(planes: JpegPlanes, view: ViewConfig) -> bytes:
     """A JPEG of YCbCr planes as they are (libjpeg-turbo through simplejpeg, baseline, standard tables,
     like OpenCV's encoder): the encoder's own RGB -> YCbCr pass is skipped along with swscale's RGB."""
-    if view.frame_codec != "jpg":
-        raise ValueError(f"JPEG planes cannot be stored as {view.frame_codec}")
     return simplejpeg.encode_jpeg_yuv_planes(planes.y, planes.cb, planes.cr, quality=view.jpeg_quality)
 
 

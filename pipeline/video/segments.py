@@ -27,6 +27,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.video.decode import VideoInput
 from pipeline.video.encode import EncodeConfig, encode_frames
@@ -115,6 +116,7 @@ class SegmentDecoder:
         self.decoded = 0  # pictures decoded so far (what a request cost)
         self._pictures: dict[int, av.VideoFrame] = {}
         self._rgb: dict[int, np.ndarray] = {}
+        self._reformatter = VideoReformatter()  # one swscale context for the segment, not one per picture
         self._frames = None
         self._next = 0  # the position the forward decode yields next
         try:
@@ -141,7 +143,7 @@ class SegmentDecoder:
                 picture = picture if picture is not None else self._decode_through(position)
             except av.error.FFmpegError as exc:
                 raise ValueError(f"{self.where}: corrupt video segment: {exc}") from exc
-            image = self._rgb[position] = picture.to_ndarray(format="rgb24")
+            image = self._rgb[position] = self._reformatter.reformat(picture, format="rgb24").to_ndarray()
         return image
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The shard job as a whole against bare decode of the same videos on the same cores.
 
-    python -m bench.shard_job [--codec libx264|libsvtav1] [--episodes 12] [--rounds 2]
+    python -m bench.shard_job [--codec libx264|libx265|libsvtav1] [--episodes 12] [--rounds 2]
 
 A generated LeRobot v3.0 dataset (480x640, 2 cameras, 30 fps) is ingested once (its videos are
 copied into the store). Then, per round and back to back: the baseline decodes every frame the

@@ -14,7 +14,7 @@ RESIZE_MODES = ("stretch", "pad", "crop")  # pipeline.shards.view.RESIZE_MODES
 DECODERS = ("auto", "pyav", "torchcodec-cpu", "torchcodec-cuda", "nvcodec")  # "auto" + pipeline.video.backends
 EXPORT_LAYOUTS = ("v3.0", "v2.1", "cosmos-action")  # pipeline.export LAYOUTS + COSMOS_LAYOUT
 SAMPLE_LAYOUTS = ("v3.0", "v2.1")  # pipeline.samples.SampleSpec.layout
-SAMPLE_CODECS = ("libx264", "libsvtav1")  # pipeline.samples.SampleSpec.codec
+SAMPLE_CODECS = ("libx264", "libx265", "libsvtav1")  # pipeline.samples.SampleSpec.codec
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")  # libx264's own preset names
 DEFAULT_MAX_ACTION_HORIZON = 100  # pipeline.shards.view.ViewConfig.max_action_horizon

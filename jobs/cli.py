@@ -67,7 +67,7 @@ def samples(
     out: str = typer.Argument(..., help="Folder to create"),
     episodes: int = typer.Option(12, "--episodes", min=1),
     layout: str = typer.Option("v3.0", "--layout", help="v3.0 or v2.1"),
-    codec: str = typer.Option("libx264", "--codec", help="libx264 (H.264) or libsvtav1 (AV1)"),
+    codec: str = typer.Option("libx264", "--codec", help="libx264 (H.264), libx265 (HEVC) or libsvtav1 (AV1)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> Outcome:
     """Write a realistic LeRobot-layout sample dataset (no LeRobot needed)."""

@@ -44,7 +44,7 @@ class SampleSpec:
     width: int = 640
     min_steps: int = 120
     max_steps: int = 200
-    codec: str = "libx264"  # or libsvtav1 for AV1
+    codec: str = "libx264"  # libx264 (H.264), libx265 (HEVC) or libsvtav1 (AV1)
     layout: str = "v3.0"  # or v2.1
     episodes_per_file: int = 4  # v3.0 only: how many episodes share a parquet / mp4 file
     seed: int = 0
@@ -52,6 +52,8 @@ class SampleSpec:
 
 def write_sample_dataset(out: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     """Write the dataset to ``out`` (created; must not exist or be empty). Returns the path."""
+    if spec.codec not in CODEC_NAMES:
+        raise ValueError(f"sample codec {spec.codec!r}: expected one of {', '.join(CODEC_NAMES)}")
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty")
@@ -184,16 +186,22 @@ def _camera_frames(episode: _Episode, spec: SampleSpec) -> dict[str, list[np.nda
     return {CAMERAS[0]: top, CAMERAS[1]: wrist}
 
 
+_ENCODER_OPTIONS = {  # a keyframe a second and no B-frames for H.264/HEVC; LeRobot's own AV1 settings (g=2, crf=30)
+    "libx264": lambda fps: {"crf": "20", "preset": "veryfast", "g": str(fps), "bf": "0"},
+    "libx265": lambda fps: {"crf": "24", "preset": "veryfast",
+                            "x265-params": f"keyint={fps}:min-keyint={fps}:bframes=0:log-level=none"},
+    "libsvtav1": lambda fps: {"crf": "30", "preset": "10", "g": "2"},
+}
+CODEC_NAMES = {"libx264": "h264", "libx265": "hevc", "libsvtav1": "av1"}  # encoder -> info.json video.codec
+
+
 def _encode(frames: list[np.ndarray], spec: SampleSpec) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream(spec.codec, rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
         stream.time_base = Fraction(1, spec.fps)
-        if spec.codec == "libx264":
-            stream.options = {"crf": "20", "preset": "veryfast", "g": str(spec.fps), "bf": "0"}
-        else:
-            stream.options = {"crf": "30", "preset": "10", "g": "2"}  # LeRobot's own AV1 settings: g=2, crf=30
+        stream.options = _ENCODER_OPTIONS[spec.codec](spec.fps)
         for number, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = number
@@ -212,7 +220,7 @@ def _features(spec: SampleSpec, version: str) -> dict:
     features = {
         key: {"dtype": "video", "shape": [spec.height, spec.width, 3], "names": ["height", "width", "channels"],
               video_info_key: {"video.height": spec.height, "video.width": spec.width,
-                               "video.codec": "h264" if spec.codec == "libx264" else "av1",
+                               "video.codec": CODEC_NAMES[spec.codec],
                                "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": spec.fps,
                                "video.channels": 3, "has_audio": False}}
         for key in CAMERAS

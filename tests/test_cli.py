@@ -266,7 +266,7 @@ def test_shard_refuses_bad_options_before_ray(cli_ingest, capsys, args, words):
     (["versions", "export", "latest", "OUT", "--store", "STORE", "--layout", "v9"], ["--layout 'v9'", "v3.0"]),
     (["versions", "show", "--store", "STORE", "--where", "color=red"], ["--where 'color=red'", "embodiment"]),
     (["versions", "show", "--store", "STORE", "--where", "kind=robot"], ["kind=", "'robot'", "teleop"]),
-    (["samples", "OUT", "--codec", "libvpx"], ["--codec 'libvpx'", "libx264, libsvtav1"]),
+    (["samples", "OUT", "--codec", "libvpx"], ["--codec 'libvpx'", "libx264, libx265, libsvtav1"]),
     (["samples", "SRC"], ["exists and is not empty"]),
     (["augment", "run", "--store", "STORE", "--variants", "0"], ["--variants 0", "at least 1"]),
     (["analytics", "moments", "--store", "STORE", "--feature", "reward"], ["--feature 'reward'", "state, action"]),

@@ -28,12 +28,13 @@ import xxhash
 from bench.common import prepared_store, prepared_view, write_result
 from pipeline.loaders import ViewSource, VLAConfig, VLADataset
 from pipeline.shards import ViewConfig
-from pipeline.shards.index import member_checksum
+from pipeline.shards.index import member_checksum, split_checksum
 
 BATCH = 32
 BUDGET = 0.97
 _REAL_XXH3 = xxhash.xxh3_64
 _REAL_MEMBER_CHECKSUM = member_checksum
+_REAL_SPLIT_CHECKSUM = split_checksum
 
 
 class _HashClock:
@@ -77,6 +78,7 @@ class _HashClock:
 
         module.xxhash = SimpleNamespace(xxh3_64=_Digest)
         module.member_checksum = self.timed(_REAL_MEMBER_CHECKSUM)
+        module.split_checksum = self.timed(_REAL_SPLIT_CHECKSUM)
         source._verify = self.timed(source._verify)
 
     @staticmethod
@@ -85,6 +87,7 @@ class _HashClock:
 
         module.xxhash = xxhash
         module.member_checksum = _REAL_MEMBER_CHECKSUM
+        module.split_checksum = _REAL_SPLIT_CHECKSUM
 
 
 def _samples_per_s(store: str, view_id: str, batches: int, check: bool, clock: _HashClock | None = None) -> float:

@@ -33,7 +33,7 @@ from pipeline.loaders import (
 )
 from pipeline.loaders.integrity import CorruptMemberError
 from pipeline.shards import ViewConfig
-from pipeline.shards.index import INDEX_FORMAT_V1
+from pipeline.shards.index import INDEX_FORMAT_V1, npy_split_checksum
 
 HORIZON = 4
 
@@ -238,6 +238,40 @@ def test_remote_reads_are_checked_too(store, views, tmp_path, cached):
     with pytest.raises(CorruptMemberError) as raised:
         _served(VLADataset(remote, _config(cameras=("cam_high",))))
     assert (raised.value.shard, raised.value.member) == (tar, f"{key}.cam_high.0005.jpg")
+
+
+def _index_path(copy: Path, probe: ViewSource, row: int) -> Path:
+    return copy / probe.manifest.shards[int(probe.table["shard"][row])].index_path
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["split-checksum", "whole-member-fallback"])
+@pytest.mark.parametrize("where", ["header", "pixels"])
+def test_raw_frame_checked_in_header_and_pixels_with_or_without_split_checksum(store, views, tmp_path, split,
+                                                                               where):
+    view_id = views["npy"]
+    copy = _copy_view(store, view_id, tmp_path / "copy")
+    probe = ViewSource(str(copy), view_id)
+    suffix = "cam_high.0005.npy"
+    row, tar, key, offset, size = _member(probe, suffix)
+    data = probe.member(row, suffix)
+    assert probe.entry(row).split_checksums[suffix] == npy_split_checksum(data)
+    assert all(s.endswith(".npy") for s in probe.entry(row).split_checksums)  # raw frames only
+    if not split:  # an index written before split checksums: the streaming whole-member check
+        index_path = _index_path(copy, probe, row)
+        index = json.loads(index_path.read_text())
+        for sample in index["samples"]:
+            sample["members"] = {k: v[:3] for k, v in sample["members"].items()}
+        index_path.write_text(json.dumps(index))
+        assert ViewSource(str(copy), view_id).entry(row).split_checksums == {}
+        clean = _clean(store, view_id, ("cam_high",))
+        _assert_bit_exact(_served(VLADataset(ViewSource(str(copy), view_id), _config(cameras=("cam_high",)))), clean)
+    # the header's shape digits (inside the dict), or the last pixel byte
+    position = offset + data.index(b"(") + 1 if where == "header" else offset + size - 1
+    _flip(copy / tar, position)
+    with pytest.raises(CorruptMemberError) as raised:
+        _served(VLADataset(ViewSource(str(copy), view_id), _config(cameras=("cam_high",))))
+    assert (raised.value.shard, raised.value.member, raised.value.key) == (tar, f"{key}.{suffix}", key)
+    assert "checksum mismatch" in str(raised.value)
 
 
 def test_format_1_index_is_read_unchecked_and_reported(store, views, tmp_path):

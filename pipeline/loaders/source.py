@@ -34,7 +34,7 @@ import xxhash
 
 from pipeline.loaders.cache import ShardCache, with_retries
 from pipeline.loaders.integrity import CorruptMemberError
-from pipeline.shards.index import SampleEntry, ShardIndex, member_checksum
+from pipeline.shards.index import SampleEntry, ShardIndex, member_checksum, split_checksum
 from pipeline.shards.manifest import ViewManifest, load_view
 from pipeline.shards.names import resolve_view_name
 from pipeline.shards.view import ViewConfig
@@ -294,11 +294,24 @@ class ViewSource:
         body = memoryview(out).cast("B")
         if os.preadv(handle, [header, body], offset) != size:
             raise self.corrupt(sample, suffix, f"short read at offset {offset} (truncated shard?)")
-        if self.check_members and suffix in entry.checksums:
+        if self.check_members:
+            self._verify_split(sample, entry, suffix, header, body)
+        return True
+
+    def _verify_split(self, sample: int, entry: SampleEntry, suffix: str, header: bytearray,
+                      body: memoryview) -> None:
+        """Check a member read as header and body: two one-shot hashes when the index holds its split
+        checksum, else one streaming hash over both against the whole-member checksum."""
+        expected = entry.split_checksums.get(suffix)
+        if expected is not None:
+            actual = split_checksum(header, body)
+            if actual != expected:
+                raise self.corrupt(sample, suffix, f"checksum mismatch (xxh3_64 header+body recorded "
+                                                   f"{expected:016x}, read {actual:016x})")
+        elif suffix in entry.checksums:
             digest = xxhash.xxh3_64(header)
             digest.update(body)
             self._verify(sample, entry, suffix, digest.hexdigest())
-        return True
 
     def _handle(self, shard: int) -> int | None:
         handle = self._handles.get(shard)

@@ -42,7 +42,7 @@ import numpy as np
 
 from pipeline.shards.frames import FramePipeline, as_pipeline
 from pipeline.shards.images import encode_image, letterbox_region, npy_bytes  # noqa: F401  (encode_image: kept importable)
-from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary, member_checksum
+from pipeline.shards.index import SampleEntry, ShardIndex, ShardSummary, member_checksum, npy_split_checksum
 from pipeline.shards.plan import SegmentPlan, ShardPlan, shard_key
 from pipeline.shards.segments import SegmentMember, segment_members
 from pipeline.shards.view import VIDEO_CODECS, ViewConfig
@@ -296,6 +296,7 @@ def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, se
         info["pad_value"] = view.pad_value
     members: dict[str, tuple[int, int]] = {}
     checksums: dict[str, str] = {}
+    split_checksums: dict[str, int] = {}
     sample_offset = builder.offset
 
     def add(suffix: str, data: bytes) -> None:
@@ -318,6 +319,9 @@ def _write_sample(builder: _TarBuilder, meta: EpisodeMeta, steps: StepArrays, se
     for column, name in enumerate(cameras):
         for i, frame in enumerate(frame_index[:, column]):
             if frame >= 0 and videos is None:
-                add(f"{name}.{i:04d}.{view.frame_codec}", frames[name][int(frame)])
+                suffix, data = f"{name}.{i:04d}.{view.frame_codec}", frames[name][int(frame)]
+                add(suffix, data)
+                if view.frame_codec == "npy":  # read header and pixels apart (ViewSource.read_into)
+                    split_checksums[suffix] = npy_split_checksum(data)
     return SampleEntry(key, sample_offset, builder.offset - sample_offset, meta.episode_id, segment.segment,
-                       start, stop - start, action_stop - start, members, checksums)
+                       start, stop - start, action_stop - start, members, checksums, split_checksums)

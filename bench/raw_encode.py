@@ -120,6 +120,8 @@ def main() -> None:
                "before: OpenCV RGB->YUV (veryfast, 1 thread)": EncodeConfig(rgb_to_yuv="opencv"),
                "lossless libx264rgb crf0": LOSSLESS, "lossless ffv1": FFV1}
     per_core = {f"ours (libx264 crf18 veryfast, {cores} processes x 1 thread, as ingest)": EncodeConfig(),
+                f"ours (libx264 crf18 superfast, {cores} processes x 1 thread, as ingest)":
+                    EncodeConfig(preset="superfast"),
                 f"ours (libx264 crf18 ultrafast, {cores} processes x 1 thread, as ingest)":
                     EncodeConfig(preset="ultrafast")}
     _EPISODES[:] = episodes

@@ -19,7 +19,19 @@ from jobs import ingest as ingest_job
 from jobs import shard as shard_job
 from jobs import stats as stats_job
 from jobs import versions as versions_job
-from jobs.cliutil import CONTEXT, DEBUG_ENV, EXIT_USAGE, STATE, Outcome, choice, command, echo, error_line, json_mode
+from jobs.cliutil import (
+    CONTEXT,
+    DEBUG_ENV,
+    EXIT_USAGE,
+    STATE,
+    Outcome,
+    choice,
+    command,
+    echo,
+    error_line,
+    exit_process,
+    json_mode,
+)
 
 
 def _version() -> str:
@@ -146,5 +158,10 @@ def _name_ray_log(calls_before: int) -> None:
         typer.echo(f"Ray's messages: {raycluster.ray_log_path()}", err=True)
 
 
+def entry() -> None:
+    """The ``actionreel`` console script: ``main``, then the process ends by ``exit_process``."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.exceptions import TyperException  # the base of typer's usage errors (BadParameter, NoSuchOption, ...)
@@ -224,3 +224,39 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def exit_process(code: int | str | None) -> NoReturn:
+    """End a command-line process with ``code``: Ray shut down, Python's exit handlers run, output
+    flushed, then ``os._exit``.
+
+    Why not a plain ``sys.exit``: it goes on to run C++ static destructors, and there Ray's core worker
+    can deadlock joining its io thread (seen: a job driver under ``ray job submit`` printed its result,
+    then hung in ``exit`` until killed). Everything Python-level has run by then; only those
+    destructors are skipped. For processes only: in-process callers use ``main(argv)``."""
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else EXIT_FAILED
+    ray = sys.modules.get("ray")  # never imported just to shut it down
+    if ray is not None and ray.is_initialized():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def run_process(command: Callable[..., Any]) -> NoReturn:
+    """``typer.run(command)`` as a process's whole life (``python -m jobs.shard``), ended by ``exit_process``."""
+    try:
+        typer.run(command)
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    exit_process(code)
+

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.cliutil import Outcome, command
+from jobs.cliutil import Outcome, command, run_process
 
 
 def run_demo(out: str, batches: int = 20, fresh: bool = True) -> dict:
@@ -70,4 +70,4 @@ def main(out: str = typer.Option("demo-output", "--out"),
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_process(main)

@@ -31,6 +31,7 @@ from jobs.cliutil import (
     json_mode,
     parse_storage_options,
     require_path,
+    run_process,
     storage_options_option,
     store_option,
 )
@@ -337,4 +338,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_process(main)

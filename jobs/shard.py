@@ -42,6 +42,7 @@ from jobs.cliutil import (
     json_mode,
     parse_storage_options,
     require_store,
+    run_process,
     split_list,
     storage_options_option,
     store_option,
@@ -423,4 +424,4 @@ def _print_views(rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run_process(main)

@@ -403,3 +403,21 @@ def test_video_gop_reaches_the_view():
     view = view_from_options("96x128", None, "mp4", 95, "444", 24, None, "stretch", 0, None, 1, "auto", None,
                              video_gop=4)
     assert (view.frame_codec, view.video_gop, view.height, view.width) == ("mp4", 4, 96, 128)
+
+
+def test_a_command_process_ends_with_its_code_after_pythons_exit_handlers():
+    """``exit_process`` skips only the C++ static destructors (where Ray's core worker can deadlock at
+    exit): Python's exit handlers still run, output is flushed, the code is the command's."""
+    probe = ("import atexit; from jobs.cliutil import exit_process; atexit.register(print, 'handlers ran'); "
+             "print('out', end=''); exit_process(3)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert (result.returncode, result.stdout) == (3, "outhandlers ran\n"), result.stderr
+    usage_errors = {"jobs.shard": (["--store", "/no/such/store", "--size", "0x5"], "--size '0x5'"),
+                    "jobs.ingest": (["/no/such/source", "--store", "/no/such/store"], "/no/such/source")}
+    for module, (args, named) in usage_errors.items():  # `python -m jobs.X`, as `ray job submit` runs it
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=_env(),
+                                timeout=120)
+        assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
+        result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=_env(),
+                                timeout=120)
+        assert result.returncode == 2 and named in result.stderr, (module, result.stdout, result.stderr)

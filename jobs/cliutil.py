@@ -9,6 +9,7 @@ episodes under ``--strict`` (docs/cli.md).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import inspect
@@ -242,8 +243,6 @@ def exit_process(code: int | str | None) -> NoReturn:
     if ray is not None and ray.is_initialized():
         with contextlib.suppress(Exception):
             ray.shutdown()
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -259,4 +258,3 @@ def run_process(command: Callable[..., Any]) -> NoReturn:
     except SystemExit as exc:
         code = exc.code
     exit_process(code)
-

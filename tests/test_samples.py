@@ -1,5 +1,5 @@
-"""The sample writer's codecs: each writes the codec info.json names, a keyframe a second (H.264, HEVC),
-the declared frame count, and ingests (the HEVC row of the shard-job bench depends on it)."""
+"""The sample writer's codecs: each writes the codec info.json names, the declared frame count, and a
+keyframe a second for H.264 and HEVC, every 2 frames for AV1 (the shard-job bench's HEVC rows use it)."""
 
 from __future__ import annotations
 
